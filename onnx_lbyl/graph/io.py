@@ -1,0 +1,105 @@
+"""Reading a model the user named and writing one only when it is complete.
+
+Every failure to read becomes an InputError with one line a user can act on; writing goes
+through a temporary file in the destination folder and an atomic rename, so a reader of the
+output path sees either nothing or a whole, validated model.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from ..errors import InputError, first_line
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load and structurally check an ONNX file, or raise InputError saying what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input file not found: {p}")
+    if p.is_dir():
+        raise InputError(f"input is a directory, not an ONNX file: {p}")
+    if p.stat().st_size == 0:
+        raise InputError(f"input file is empty: {p}")
+    try:
+        model = onnx.load(str(p))
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p} is not a readable ONNX model (truncated or not ONNX): {first_line(exc)}")
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror or exc}")
+    check_input_model(model, str(p))
+    return model
+
+
+def check_input_model(model: onnx.ModelProto, label: str = "input model") -> None:
+    """Reject protobufs that parsed but are not usable ONNX graphs."""
+    if not isinstance(model, onnx.ModelProto):
+        raise InputError(f"{label} is not an onnx.ModelProto")
+    if len(model.graph.node) == 0 or not model.opset_import:
+        raise InputError(f"{label} is not a usable ONNX model (no nodes or no opset)")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise InputError(f"{label} is not a valid ONNX model: {first_line(exc)}")
+
+
+def check_output_path(input_path: str | os.PathLike | None, output_path: str | os.PathLike) -> Path:
+    """Refuse an output that would overwrite the input or cannot be written, before any work."""
+    out = Path(output_path)
+    if input_path is not None:
+        src = Path(input_path)
+        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
+            raise InputError(f"output path is the input file ({out}); the input is never overwritten")
+    if out.is_dir():
+        raise InputError(f"output path is a directory: {out}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"output folder is not writable: {folder}")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise InputError(f"output file exists and is not writable: {out}")
+    return out
+
+
+def save_atomic(model: onnx.ModelProto, output_path: str | os.PathLike) -> None:
+    """Write `model` to a temporary file beside `output_path`, then rename it into place."""
+    write_atomic(output_path, model.SerializeToString())
+
+
+def write_atomic(output_path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` so that `output_path` holds either its old content or all of `data`."""
+    out = Path(output_path)
+    folder = out.parent if str(out.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}")
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+

@@ -1,0 +1,86 @@
+"""Which output channels to remove: the criteria of the papers, on folded or raw filters.
+
+Every criterion scores channels so that the *lowest* scores are removed. The default ones
+(l2, l1, gm) are computed on the BN-folded filters, so the two exports of one network prune
+the same channels; l2-raw and l1-raw reproduce the authors' choice on the stored filters.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+from .folding import ChannelLayer
+
+Scorer = Callable[[ChannelLayer, np.random.Generator], np.ndarray]
+
+
+def _l2(layer: ChannelLayer, rng: np.random.Generator) -> np.ndarray:
+    return np.linalg.norm(layer.folded_filters, axis=1)
+
+
+def _l1(layer: ChannelLayer, rng: np.random.Generator) -> np.ndarray:
+    return np.abs(layer.folded_filters).sum(axis=1)
+
+
+def _l2_raw(layer: ChannelLayer, rng: np.random.Generator) -> np.ndarray:
+    return np.linalg.norm(layer.raw_filters, axis=1)
+
+
+def _l1_raw(layer: ChannelLayer, rng: np.random.Generator) -> np.ndarray:
+    return np.abs(layer.raw_filters).sum(axis=1)
+
+
+def _geometric_median(layer: ChannelLayer, rng: np.random.Generator) -> np.ndarray:
+    """l2-GM (He et al. 2019): filters with the smallest summed distance to all others are
+    the most replaceable, so they score lowest."""
+    w = layer.folded_filters
+    return cdist(w, w, "euclidean").sum(axis=0)
+
+
+def _random(layer: ChannelLayer, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(layer.channels).astype(np.float64)
+
+
+CRITERIA: dict[str, Scorer] = {
+    "l2": _l2,
+    "l1": _l1,
+    "gm": _geometric_median,
+    "random": _random,
+    "l2-raw": _l2_raw,
+    "l1-raw": _l1_raw,
+}
+
+CRITERION_HELP = {
+    "l2": "l2-norm of the BN-folded filter (default)",
+    "l1": "l1-norm of the BN-folded filter",
+    "gm": "distance to the geometric median of the BN-folded filters (l2-GM)",
+    "random": "uniformly random, reproducible with --seed",
+    "l2-raw": "l2-norm of the stored (unfolded) filter, as the LBYL authors' code",
+    "l1-raw": "l1-norm of the stored (unfolded) filter",
+}
+
+
+def kept_count(channels: int, ratio: float) -> int:
+    """How many of `channels` survive removing the fraction `ratio`: floor(n (1 - ratio)),
+    as the authors' configurations do, and never fewer than one."""
+    return max(1, int(np.floor(channels * (1.0 - ratio) + 1e-9)))
+
+
+def select_channels(
+    layer: ChannelLayer, ratio: float, criterion: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split channel indices into (kept, removed), each sorted ascending.
+
+    Ties are broken by channel index (stable sort), so the choice is deterministic.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+    n = layer.channels
+    keep = kept_count(n, ratio)
+    scores = CRITERIA[criterion](layer, rng)
+    order = np.argsort(-scores, kind="stable")  # highest score first
+    kept = np.sort(order[:keep])
+    removed = np.sort(order[keep:])
+    return kept, removed

@@ -1,0 +1,56 @@
+"""What a user can ask of a compression, with the defaults documented in one place."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .errors import InputError
+from .numerics.compensation import DEFAULT_LAMBDAS
+from .numerics.selection import CRITERIA
+
+METHODS = ("lbyl", "merge", "prune")
+METHOD_HELP = {
+    "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
+    "merge": "Neuron Merging: each removed channel is merged into its most similar kept one",
+    "prune": "plain pruning: removed channels leave nothing behind (the baseline)",
+}
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Options of one compression run.
+
+    ratio: fraction of output channels removed from every prunable Conv, in [0, 1).
+    method: how removed channels are compensated (see METHOD_HELP).
+    criterion: which channels are removed (see numerics.selection.CRITERION_HELP).
+    seed: seeds the random criterion (and nothing else).
+    lambda1, lambda2: LBYL's weights (numerics.compensation.LbylLambdas says what they mean).
+    validation_batch: rows of the random validation batch when the batch axis is dynamic.
+    """
+
+    ratio: float = 0.3
+    method: str = "lbyl"
+    criterion: str = "l2"
+    seed: int = 0
+    lambda1: float = DEFAULT_LAMBDAS.lambda1
+    lambda2: float = DEFAULT_LAMBDAS.lambda2
+    validation_batch: int = 8
+
+    def check(self) -> "CompressOptions":
+        """Raise InputError naming the first option that is out of range."""
+        if not isinstance(self.ratio, (int, float)) or not math.isfinite(self.ratio) or not 0 <= self.ratio < 1:
+            raise InputError(f"ratio must be a number in [0, 1), got {self.ratio!r}")
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.criterion not in CRITERIA:
+            raise InputError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
+        for name in ("lambda1", "lambda2"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.validation_batch < 1:
+            raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,93 @@
+"""What a compression did, for people (a summary table) and for scripts (JSON)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .validate import ValidationResult
+
+
+@dataclass
+class LayerReport:
+    """One pruned chain: which Conv lost channels and which one absorbed them."""
+
+    name: str
+    next_layer: str
+    has_batchnorm: bool
+    channels_before: int
+    channels_after: int
+    removed: list[int]
+    compensated: int  # removed channels that left something behind (non-zero coefficients)
+
+
+@dataclass
+class SkippedReport:
+    name: str
+    reason: str
+
+
+@dataclass
+class CompressionReport:
+    tool_version: str
+    options: dict
+    input: str | None = None
+    output: str | None = None
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: list[SkippedReport] = field(default_factory=list)
+    parameters_before: int = 0
+    parameters_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    validation: ValidationResult | None = None
+    seconds: float = 0.0
+
+    @property
+    def chains_found(self) -> int:
+        return len(self.layers)
+
+    @property
+    def chains_pruned(self) -> int:
+        return sum(1 for layer in self.layers if layer.removed)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["chains_found"] = self.chains_found
+        data["chains_pruned"] = self.chains_pruned
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def summary(self) -> str:
+        """A readable account: per-layer channels, sizes before/after, output drift."""
+        lines = [
+            f"onnx-lbyl {self.tool_version}: method={self.options['method']} "
+            f"criterion={self.options['criterion']} ratio={self.options['ratio']}",
+            f"chains found: {self.chains_found}, pruned: {self.chains_pruned}, "
+            f"other Convs left alone: {len(self.skipped)}",
+        ]
+        if self.layers:
+            width = max(len(layer.name) for layer in self.layers)
+            lines.append(f"  {'layer'.ljust(width)}  channels   absorbed by")
+            for layer in self.layers:
+                lines.append(
+                    f"  {layer.name.ljust(width)}  {layer.channels_before:>4} -> {layer.channels_after:<4} {layer.next_layer}"
+                )
+        lines.append(_change("parameters", self.parameters_before, self.parameters_after))
+        lines.append(_change("MACs/sample", self.macs_before, self.macs_after))
+        if self.validation is not None:
+            v = self.validation
+            lines.append(
+                f"validation: checker ok, shape inference ok, onnxruntime ok on {v.batch} {v.inputs} sample(s)"
+            )
+            for out in v.outputs:
+                agree = "" if out.top1_agreement is None else f", top-1 agreement {100 * out.top1_agreement:.1f}%"
+                lines.append(f"  output {out.name}: relative L2 error {out.relative_l2_error:.4f}{agree}")
+        if self.output:
+            lines.append(f"written: {self.output}")
+        return "\n".join(lines)
+
+
+def _change(label: str, before: int, after: int) -> str:
+    share = f" ({100 * (after - before) / before:+.1f}%)" if before else ""
+    return f"{label}: {before:,} -> {after:,}{share}"

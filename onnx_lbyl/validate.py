@@ -1,0 +1,153 @@
+"""The checks every pruned model passes before it is written, and how far its outputs moved.
+
+onnx.checker (full check), strict shape inference, an onnxruntime session that loads and runs
+a batch, and a comparison of its outputs with the original model's on the same batch. The
+batch is random (seeded, so reports are reproducible) in the model's declared input shapes,
+unless the user gives real inputs in an .npz file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import InputError, ValidationError, first_line
+
+DEFAULT_BATCH = 8
+_ONNX_TO_NUMPY = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.BOOL: np.bool_,
+}
+
+
+@dataclass
+class OutputComparison:
+    """How one output of the pruned model differs from the original's on the batch."""
+
+    name: str
+    relative_l2_error: float
+    max_abs_error: float
+    top1_agreement: float | None = None  # only for outputs shaped like class scores
+
+
+@dataclass
+class ValidationResult:
+    checker: bool = False
+    shape_inference: bool = False
+    runtime: bool = False
+    batch: int = 0
+    inputs: str = "random"
+    outputs: list[OutputComparison] = field(default_factory=list)
+
+
+def model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are real inputs (old models also list initializers as inputs)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def random_inputs(model: onnx.ModelProto, batch: int = DEFAULT_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
+    """A seeded random batch in the declared shapes: a dynamic first (batch) dimension gets
+    `batch`, every other dynamic dimension 1; floats are standard normal."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for info in model_inputs(model):
+        tt = info.type.tensor_type
+        dtype = _ONNX_TO_NUMPY.get(tt.elem_type)
+        if dtype is None:
+            raise InputError(f"input {info.name!r} has an element type this tool cannot feed; pass --inputs")
+        dims = []
+        for axis, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(d.dim_value)
+            else:
+                dims.append(batch if axis == 0 else 1)
+        if np.issubdtype(dtype, np.floating):
+            feeds[info.name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype is np.bool_:
+            feeds[info.name] = rng.integers(0, 2, dims).astype(dtype)
+        else:
+            feeds[info.name] = np.zeros(dims, dtype=dtype)
+    return feeds
+
+
+def load_inputs(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Inputs from an .npz keyed by input name (a single-input model may use any key)."""
+    try:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read inputs from {path}: {exc}")
+    names = [i.name for i in model_inputs(model)]
+    if all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}
+    if len(names) == 1 and len(arrays) >= 1:
+        key = "images" if "images" in arrays else next(iter(arrays))
+        return {names[0]: arrays[key]}
+    raise InputError(f"{path} must hold arrays named {', '.join(names)}")
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def validate(
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    inputs_label: str = "random",
+    expect_identical: bool = False,
+) -> ValidationResult:
+    """Raise ValidationError unless `pruned` passes every check; return the comparison."""
+    result = ValidationResult(inputs=inputs_label)
+    try:
+        onnx.checker.check_model(pruned, full_check=True)
+        result.checker = True
+        onnx.shape_inference.infer_shapes(pruned, check_type=True, strict_mode=True)
+        result.shape_inference = True
+    except Exception as exc:
+        raise ValidationError(f"pruned model failed the ONNX checks: {first_line(exc)}")
+    try:
+        before = run(original, feeds)
+    except Exception as exc:
+        raise InputError(f"the original model does not run on the validation batch: {first_line(exc)}")
+    try:
+        after = run(pruned, feeds)
+        result.runtime = True
+    except Exception as exc:
+        raise ValidationError(f"pruned model does not run in onnxruntime: {first_line(exc)}")
+    result.batch = int(next(iter(feeds.values())).shape[0]) if feeds else 0
+    names = [o.name for o in original.graph.output]
+    for name, a, b in zip(names, before, after):
+        if a.shape != b.shape:
+            raise ValidationError(f"output {name!r} changed shape from {a.shape} to {b.shape}")
+        if not np.all(np.isfinite(b)):
+            raise ValidationError(f"output {name!r} of the pruned model is not finite")
+        result.outputs.append(compare_outputs(name, a, b))
+    if expect_identical and not all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(before, after)):
+        raise ValidationError("nothing was removed, yet the outputs changed")
+    return result
+
+
+def compare_outputs(name: str, original: np.ndarray, pruned: np.ndarray) -> OutputComparison:
+    a = np.asarray(original, dtype=np.float64)
+    b = np.asarray(pruned, dtype=np.float64)
+    norm = np.linalg.norm(a)
+    rel = float(np.linalg.norm(a - b) / norm) if norm > 0 else float(np.linalg.norm(a - b))
+    top1 = None
+    if a.ndim == 2 and a.shape[1] > 1:
+        top1 = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+    return OutputComparison(name, rel, float(np.max(np.abs(a - b))) if a.size else 0.0, top1)
+
