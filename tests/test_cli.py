@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from builders import mlp_model
+from builders import chain_model
 from onnx_lbyl.cli import main
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "resnet20_cifar10.onnx"
@@ -87,8 +87,10 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     truncated.write_bytes(SHIPPED.read_bytes()[:5000])
     text = tmp_path / "notes.onnx"
     text.write_text("this is not a model\n")
-    mlp = tmp_path / "mlp.onnx"
-    onnx.save(mlp_model(np.random.default_rng(0)), str(mlp))
+    unprunable = tmp_path / "unprunable.onnx"  # its only chain's Relu output is also a graph output
+    rng = np.random.default_rng(0)
+    onnx.save(chain_model(rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 3, 3)),
+                          relu_also_to_output=True), str(unprunable))
     out = str(tmp_path / "out.onnx")
     return {
         "missing": ([str(tmp_path / "nope.onnx"), out], "input file not found"),
@@ -100,7 +102,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "ratio negative": ([str(good), out, "--ratio", "-0.1"], "ratio must be a number in [0, 1)"),
         "ratio nan": ([str(good), out, "--ratio", "nan"], "ratio must be a number in [0, 1)"),
         "ratio text": ([str(good), out, "--ratio", "abc"], "'abc' is not a valid float"),
-        "nothing prunable": ([str(mlp), out], "no prunable chain found: looked for Conv -> [BatchNormalization] -> Relu -> Conv"),
+        "nothing prunable": ([str(unprunable), out], "no prunable chain found: looked for Conv -> [BatchNormalization] -> Relu -> Conv"),
         "missing folder": ([str(good), str(tmp_path / "no" / "out.onnx")], "output folder does not exist"),
         "output is folder": ([str(good), str(tmp_path)], "output path is a directory"),
         "unknown method": ([str(good), out, "--method", "magic"], "Invalid value for '--method'"),

@@ -2,7 +2,9 @@
 
 The only edits are to initializer values: Conv1 loses output channels (and its bias and
 BatchNormalization entries with them), Conv2 loses the same input channels after absorbing
-what they carried. No node is added or removed, so the graph keeps its structure.
+what they carried. No node is added or removed, so the graph keeps its structure; the one
+addition is a bias initializer for a Conv2 that had none, when a method shifts its bias
+(`add_to_next_bias`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import onnx_graphsurgeon as gs
 
 from ..numerics.folding import ChannelLayer
 from .chains import Chain
+from .layers import HANDLERS
 
 
 def _has_bias(conv: gs.Node) -> bool:
@@ -18,10 +21,13 @@ def _has_bias(conv: gs.Node) -> bool:
 
 
 def channel_layer(chain: Chain) -> ChannelLayer:
-    """The parameters of Conv1's output channels (and of the BN after it) as float64 arrays."""
-    conv1 = chain.conv1
-    weight = conv1.inputs[1].values
-    bias = conv1.inputs[2].values if _has_bias(conv1) else None
+    """The parameters of the producer's output channels (and of the BN after it) as float64
+    arrays, filters one per row whatever the operator's weight layout."""
+    handler = HANDLERS[chain.producer.op]
+    weight = np.moveaxis(handler.weight(chain.producer), handler.out_axis(chain.producer), 0)
+    bias = handler.bias(chain.producer)
+    if chain.bias_add is not None:
+        bias = np.asarray(_bias_add_constant(chain).values).reshape(-1)
     if chain.batchnorm is None:
         return ChannelLayer.without_batchnorm(weight, bias)
     bn = chain.batchnorm
@@ -31,23 +37,76 @@ def channel_layer(chain: Chain) -> ChannelLayer:
 
 
 def next_layer_weight(chain: Chain) -> np.ndarray:
-    return chain.conv2.inputs[1].values
+    """The consumer's weight in Conv layout (out, channels, ...): every consumer looks like a
+    Conv to the mathematics, with a flattened channel's block of features as trailing axis."""
+    handler = HANDLERS[chain.consumer.op]
+    weight = handler.weight(chain.consumer)
+    if chain.consumer.op == "Conv":
+        return weight
+    features_first = np.moveaxis(weight, handler.in_axis(chain.consumer), 0)  # (C*block, out)
+    channels = features_first.shape[0] // chain.block
+    return features_first.reshape(channels, chain.block, -1).transpose(2, 0, 1)
+
+
+def _from_conv_layout(chain: Chain, folded: np.ndarray) -> np.ndarray:
+    """Inverse of next_layer_weight for the narrowed weight."""
+    if chain.consumer.op == "Conv":
+        return folded
+    handler = HANDLERS[chain.consumer.op]
+    features_first = folded.transpose(1, 2, 0).reshape(-1, folded.shape[0])
+    return np.moveaxis(features_first, 0, handler.in_axis(chain.consumer))
 
 
 def apply_pruning(chain: Chain, kept: np.ndarray, next_weight: np.ndarray) -> None:
-    """Keep only channels `kept` of Conv1 (and its BN) and install Conv2's new weight.
+    """Keep only channels `kept` of the producer (its bias and BN too) and install the
+    consumer's new weight.
 
-    `next_weight` already has the removed input channels folded in and dropped.
+    `next_weight` is in the layout next_layer_weight gave, with the removed input channels
+    already folded in and dropped.
     """
-    conv1 = chain.conv1
-    _take(conv1.inputs[1], kept)
-    if _has_bias(conv1):
-        _take(conv1.inputs[2], kept)
+    producer = chain.producer
+    handler = HANDLERS[producer.op]
+    handler.set_weight(producer, np.take(handler.weight(producer), kept, axis=handler.out_axis(producer)))
+    bias = handler.bias_tensor(producer)
+    for tensor in ([bias] if bias is not None else []) + ([_bias_add_constant(chain)] if chain.bias_add else []):
+        values = np.asarray(tensor.values)
+        tensor.values = np.ascontiguousarray(np.take(values, kept, axis=values.ndim - 1))
     if chain.batchnorm is not None:
         for param in chain.batchnorm.inputs[1:5]:
             _take(param, kept)
-    chain.conv2.inputs[1].values = np.ascontiguousarray(next_weight)
+    HANDLERS[chain.consumer.op].set_weight(chain.consumer, _from_conv_layout(chain, next_weight))
+
+
+def _bias_add_constant(chain: Chain) -> gs.Constant:
+    return next(t for t in chain.bias_add.inputs if isinstance(t, gs.Constant))
 
 
 def _take(constant: gs.Constant, kept: np.ndarray) -> None:
     constant.values = np.ascontiguousarray(np.asarray(constant.values)[kept])
+
+
+def add_to_next_bias(chain: Chain, delta: np.ndarray, graph: gs.Graph) -> None:
+    """b2 += delta on Conv2 (computed in float64, stored in the bias's dtype).
+
+    A Conv2 without a bias gets a new, unshared initializer (zeros + delta) in the weight's
+    dtype, named after its weight and unique in `graph`. Chain matching guarantees an existing
+    bias is an unshared initializer, so changing it changes nothing else.
+    """
+    conv2 = chain.conv2
+    weight = conv2.inputs[1]
+    delta = np.asarray(delta, dtype=np.float64)
+    if _has_bias(conv2):
+        bias = conv2.inputs[2]
+        dtype = np.asarray(bias.values).dtype
+        bias.values = np.ascontiguousarray((np.asarray(bias.values, dtype=np.float64) + delta).astype(dtype))
+        return
+    taken = set(graph.tensors().keys())
+    base = f"{weight.name}_bias"
+    name, index = base, 1
+    while name in taken:
+        name, index = f"{base}_{index}", index + 1
+    constant = gs.Constant(name, np.ascontiguousarray(delta.astype(np.asarray(weight.values).dtype)))
+    if len(conv2.inputs) > 2:
+        conv2.inputs[2] = constant
+    else:
+        conv2.inputs.append(constant)
