@@ -193,3 +193,43 @@ def test_opsets_from_11_to_the_newest_onnxruntime_runs(opset):
             y = Conv <pads = [1, 1, 1, 1]> (a, w2)
         }}""", {"w1": w1, "b1": b1, "w2": rng.standard_normal((5, 4, 3, 3))})
     assert_exact(model, rng.standard_normal((2, 3, 6, 6)))
+
+
+def test_keras_style_nhwc_model_with_channels_last_flatten_is_exact():
+    """tf2onnx: NHWC input transposed to NCHW, and transposed back before Flatten -> MatMul, so a
+    channel's features are every C-th input of the Dense layer."""
+    rng = np.random.default_rng(8)
+    w1, b1 = with_multiple(rng.standard_normal((4, 3, 3, 3)), 0, rng.normal(0.5, 0.1, 4))
+    model = text_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        keras (float[N, 6, 6, 3] x) => (float[N, 5] y) {
+            shape = Constant <value = int64[2] {0, -1}> ()
+            t = Transpose <perm = [0, 3, 1, 2]> (x)
+            c = Conv <pads = [1, 1, 1, 1]> (t, w1, b1)
+            a = Relu (c)
+            back = Transpose <perm = [0, 2, 3, 1]> (a)
+            f = Reshape (back, shape)
+            m = MatMul (f, w2)
+            y = Add (m, b2)
+        }""", {"w1": w1, "b1": b1, "w2": rng.standard_normal((36 * 4, 5)), "b2": rng.standard_normal(5)})
+    assert_exact(model, rng.standard_normal((2, 6, 6, 3)))
+
+
+def test_depthwise_consumer_is_skipped_with_a_reason():
+    rng = np.random.default_rng(9)
+    model = text_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        mbv2 (float[N, 4, 6, 6] x) => (float[N, 4, 6, 6] y) {
+            e = Conv (x, w_expand)
+            a = Relu (e)
+            d = Conv <group = 8, pads = [1, 1, 1, 1]> (a, w_dw)
+            b = Relu (d)
+            y = Conv (b, w_project)
+        }""", {"w_expand": rng.standard_normal((8, 4, 1, 1)), "w_dw": rng.standard_normal((8, 1, 3, 3)),
+               "w_project": rng.standard_normal((4, 8, 1, 1))})
+    with pytest.raises(NothingToPruneError, match="grouped/depthwise"):
+        compress(model, CompressOptions(ratio=0.5))
+    _, skipped = find_chains(gs.import_onnx(model), set())
+    reasons = {s.node: s.reason for s in skipped}
+    assert "expand/depthwise/project" in reasons["w_expand"]
+    assert "grouped/depthwise Conv (group=8)" in reasons["w_dw"]

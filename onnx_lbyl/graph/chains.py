@@ -38,7 +38,8 @@ class Chain:
     """A matched chain: `producer`'s output channels can go, `consumer` absorbs them.
 
     `block` is how many consumer input features each channel feeds (1 for a Conv; H*W when
-    the channels were flattened into a Gemm/MatMul). `approximations` names every step that
+    the channels were flattened into a Gemm/MatMul); they are consecutive, or with
+    `channels_last` every `channels`-th feature. `approximations` names every step that
     makes the compensation approximate rather than exact.
     """
 
@@ -50,6 +51,7 @@ class Chain:
     consumer: gs.Node
     block: int = 1
     approximations: tuple[str, ...] = ()
+    channels_last: bool = False  # flattened after an NCHW->NHWC Transpose (Keras/tf2onnx)
 
     @property
     def name(self) -> str:
@@ -164,7 +166,7 @@ def match_chain(
 
     tensor = activation.outputs[0]
     between: list[gs.Node] = []
-    flattened = False
+    flattened = channels_last = False
     while True:
         step = _sole_consumer(tensor, graph_outputs)
         if isinstance(step, str):
@@ -173,6 +175,8 @@ def match_chain(
             break
         if flattened:
             return f"after flattening it feeds {step.op}, not a Gemm or MatMul"
+        if channels_last and step.op not in FLATTENING:
+            return f"after a Transpose to channels-last it feeds {step.op}, not a flatten"
         problem = _channelwise_problem(step, tensor, graph_input_names)
         if step.op in CHANNELWISE_APPROXIMATE:
             name = CHANNELWISE_APPROXIMATE[step.op]
@@ -181,6 +185,8 @@ def match_chain(
             approximations.append(name)
         elif step.op in FLATTENING:
             flattened = True
+        elif step.op == "Transpose" and list(step.attrs.get("perm", [])) == [0, 2, 3, 1]:
+            channels_last = True  # must be followed by a flatten
         elif step.op not in CHANNELWISE_EXACT:
             return f"its {between[-1].op if between else activation.op} output feeds {step.op}, not a layer that can absorb channels"
         if problem:
@@ -192,6 +198,9 @@ def match_chain(
     if consumer.inputs[0] is not tensor:
         return f"its channels reach the {consumer.op} as its weight, not its data input"
     consumer_handler = HANDLERS[consumer.op]
+    if consumer.op == "Conv" and int(consumer.attrs.get("group", 1)) != 1:
+        return ("next Conv is grouped/depthwise (an expand/depthwise/project block): the removed "
+                "channels would pass through per-channel filters, so no exact compensation exists")
     problem = consumer_handler.problem(consumer, graph_input_names, f"next {consumer.op}: ")
     if problem:
         return problem
@@ -199,7 +208,7 @@ def match_chain(
     if features % channels or (not flattened and features != channels):
         return f"next {consumer.op} reads {features} features, which do not match {channels} channels"
     return Chain(producer, bias_add, batchnorm, activation, tuple(between), consumer,
-                 features // channels, tuple(approximations))
+                 features // channels, tuple(approximations), channels_last)
 
 
 def _channelwise_problem(node: gs.Node, tensor: gs.Variable, graph_input_names: set[str]) -> str:

@@ -45,6 +45,8 @@ def next_layer_weight(chain: Chain) -> np.ndarray:
         return weight
     features_first = np.moveaxis(weight, handler.in_axis(chain.consumer), 0)  # (C*block, out)
     channels = features_first.shape[0] // chain.block
+    if chain.channels_last:  # feature index = position * C + channel
+        return features_first.reshape(chain.block, channels, -1).transpose(2, 1, 0)
     return features_first.reshape(channels, chain.block, -1).transpose(2, 0, 1)
 
 
@@ -53,7 +55,8 @@ def _from_conv_layout(chain: Chain, folded: np.ndarray) -> np.ndarray:
     if chain.consumer.op == "Conv":
         return folded
     handler = HANDLERS[chain.consumer.op]
-    features_first = folded.transpose(1, 2, 0).reshape(-1, folded.shape[0])
+    order = (2, 1, 0) if chain.channels_last else (1, 2, 0)
+    features_first = folded.transpose(order).reshape(-1, folded.shape[0])
     return np.moveaxis(features_first, 0, handler.in_axis(chain.consumer))
 
 
