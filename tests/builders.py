@@ -108,8 +108,8 @@ def fold_bn(w1: np.ndarray, b1: np.ndarray | None, bn: dict) -> tuple[np.ndarray
     return w1 * scale[:, None, None, None], bn["beta"] + scale * (bias - bn["mean"])
 
 
-def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+def run(model: onnx.ModelProto, x: np.ndarray, dtype: type = np.float32) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x.astype(np.float32)})
+    return session.run(None, {"x": x.astype(dtype)})

@@ -15,11 +15,11 @@ from onnx_lbyl.graph.chains import find_chains
 EXACT = CompressOptions(ratio=0.25, method="lbyl", lambda1=1.0, lambda2=0.0)
 
 
-def text_model(text: str, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+def text_model(text: str, weights: dict[str, np.ndarray], dtype: type = np.float32) -> onnx.ModelProto:
     """A model from ONNX text, with its initializers given as arrays."""
     model = onnx.parser.parse_model(text)
     for name, array in weights.items():
-        model.graph.initializer.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(array, dtype), name))
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -233,3 +233,20 @@ def test_depthwise_consumer_is_skipped_with_a_reason():
     reasons = {s.node: s.reason for s in skipped}
     assert "expand/depthwise/project" in reasons["w_expand"]
     assert "grouped/depthwise Conv (group=8)" in reasons["w_dw"]
+
+
+def test_fp16_initializers_are_solved_in_float64_and_written_back_in_fp16():
+    rng = np.random.default_rng(10)
+    w1, b1 = with_multiple(rng.standard_normal((4, 3, 3, 3)), 0, rng.normal(0.5, 0.1, 4))
+    model = text_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        half (float16[N, 3, 6, 6] x) => (float16[N, 5, 6, 6] y) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+            a = Relu (c)
+            y = Conv <pads = [1, 1, 1, 1]> (a, w2)
+        }""", {"w1": w1, "b1": b1, "w2": rng.standard_normal((5, 4, 3, 3))}, np.float16)
+    result = compress(model, EXACT)
+    assert {t.data_type for t in result.model.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float16)
+    original, pruned = (run(m, x, np.float16)[0].astype(np.float32) for m in (model, result.model))
+    np.testing.assert_allclose(pruned, original, rtol=2e-2, atol=2e-2)
