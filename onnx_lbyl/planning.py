@@ -1,0 +1,103 @@
+"""How many channels each chain keeps: one ratio for all, per-layer ratios by name pattern,
+exclusions, or the uniform ratio that reaches a requested MACs reduction.
+
+Pure Python over names and counts, so the rules can be tested without a model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Mapping, Sequence
+
+from .errors import InputError
+from .numerics.selection import kept_count
+
+
+@dataclass(frozen=True)
+class ChainShape:
+    """What planning needs of a chain: its name, its two layers and its width."""
+
+    name: str
+    producer: str
+    consumer: str
+    channels: int
+
+
+def layer_ratios(
+    chains: Sequence[ChainShape],
+    ratio: float,
+    per_layer: Sequence[tuple[str, float]] = (),
+    exclude: Sequence[str] = (),
+) -> dict[str, float]:
+    """The ratio of every chain: the last matching `per_layer` pattern wins, an excluded one
+    gets 0, the rest get `ratio`. Patterns are shell-style (fnmatch) on the chain's name."""
+    ratios = {}
+    for chain in chains:
+        value = ratio
+        for pattern, layer_ratio in per_layer:
+            if fnmatchcase(chain.name, pattern):
+                value = layer_ratio
+        if any(fnmatchcase(chain.name, pattern) for pattern in exclude):
+            value = 0.0
+        ratios[chain.name] = value
+    return ratios
+
+
+def macs_after(chains: Sequence[ChainShape], node_macs: Mapping[str, int], ratios: Mapping[str, float]) -> int:
+    """MACs once every chain keeps kept_count(channels, ratio) channels: each layer's MACs
+    scale with the kept share of its output channels (as a producer) and of its input
+    channels (as a consumer); a bottleneck's middle Conv is both."""
+    scale = {name: 1.0 for name in node_macs}
+    for chain in chains:
+        share = kept_count(chain.channels, ratios[chain.name]) / chain.channels
+        for node in (chain.producer, chain.consumer):
+            if node in scale:
+                scale[node] *= share
+    return int(round(sum(macs * scale[name] for name, macs in node_macs.items())))
+
+
+def ratio_for_target_macs(
+    chains: Sequence[ChainShape],
+    node_macs: Mapping[str, int],
+    target_reduction: float,
+    per_layer: Sequence[tuple[str, float]] = (),
+    exclude: Sequence[str] = (),
+) -> float:
+    """The smallest uniform ratio (to 1e-4) whose pruned model has at most
+    (1 - target_reduction) of the original MACs, other rules applied as given."""
+    if not 0 < target_reduction < 1:
+        raise InputError(f"target MACs reduction must be in (0, 1), got {target_reduction!r}")
+    total = sum(node_macs.values())
+    goal = total * (1.0 - target_reduction)
+
+    def reached(r: float) -> bool:
+        return macs_after(chains, node_macs, layer_ratios(chains, r, per_layer, exclude)) <= goal
+
+    high = 0.9999
+    if not reached(high):
+        best = 1 - macs_after(chains, node_macs, layer_ratios(chains, high, per_layer, exclude)) / total
+        raise InputError(
+            f"a {100 * target_reduction:.1f}% MACs reduction is out of reach: pruning every "
+            f"prunable chain as far as possible removes {100 * best:.1f}%"
+        )
+    low = 0.0
+    while high - low > 1e-4:
+        middle = (low + high) / 2
+        if reached(middle):
+            high = middle
+        else:
+            low = middle
+    return math.ceil(high * 1e4) / 1e4  # rounding up keeps the target reached
+
+
+def parse_layer_ratio(text: str) -> tuple[str, float]:
+    """'PATTERN=RATIO' from the command line, with a one-line error if it is not that."""
+    pattern, sep, value = text.rpartition("=")
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = float("nan")
+    if not sep or not pattern or not 0 <= ratio < 1:
+        raise InputError(f"per-layer ratio must look like PATTERN=RATIO with RATIO in [0, 1), got {text!r}")
+    return pattern, ratio
