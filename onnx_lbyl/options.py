@@ -8,12 +8,20 @@ from .errors import InputError
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
-METHODS = ("lbyl", "merge", "prune")
+METHODS = ("lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments")
 METHOD_HELP = {
     "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
     "merge": "Neuron Merging: each removed channel is merged into its most similar kept one",
     "prune": "plain pruning: removed channels leave nothing behind (the baseline)",
+    "lbyl-mean": "LBYL, then the expected residual of each removed channel goes into the next bias",
+    "merge-mean": "Neuron Merging, then the expected residual goes into the next bias",
+    "prune-mean": "plain pruning, with each removed channel replaced by its expected value in the next bias",
+    "moments": "best linear predictor of removed activations from kept ones under a Gaussian model "
+    "of the pre-activations (BN statistics), plus the mean correction",
 }
+# Methods that need statistics of the pre-activations (from BN, or from a data-free probe).
+STATISTICAL_METHODS = ("lbyl-mean", "merge-mean", "prune-mean", "moments")
+STATISTICS_SOURCES = ("auto", "batchnorm", "probe")
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,9 @@ class CompressOptions:
     criterion: which channels are removed (see numerics.selection.CRITERION_HELP).
     seed: seeds the random criterion (and nothing else).
     lambda1, lambda2: LBYL's weights (numerics.compensation.LbylLambdas says what they mean).
+    statistics: where the statistical methods get pre-activation statistics: "batchnorm"
+        (the BN node's gamma/beta), "probe" (the unpruned model run on standard-normal
+        synthetic input), "auto" (BN where the chain has one, else probe).
     validation_batch: rows of the random validation batch when the batch axis is dynamic.
     """
 
@@ -35,6 +46,7 @@ class CompressOptions:
     lambda1: float = DEFAULT_LAMBDAS.lambda1
     lambda2: float = DEFAULT_LAMBDAS.lambda2
     validation_batch: int = 8
+    statistics: str = "auto"
 
     def check(self) -> "CompressOptions":
         """Raise InputError naming the first option that is out of range."""
@@ -48,6 +60,8 @@ class CompressOptions:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.statistics not in STATISTICS_SOURCES:
+            raise InputError(f"unknown statistics source {self.statistics!r}; choose from {', '.join(STATISTICS_SOURCES)}")
         if self.validation_batch < 1:
             raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
         return self

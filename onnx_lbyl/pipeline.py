@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -20,17 +20,27 @@ from .errors import NothingToPruneError, first_line, InputError
 from .graph.chains import Chain, find_chains, node_label
 from .graph.cost import model_cost
 from .graph.io import check_input_model, load_model
-from .graph.surgery import apply_pruning, channel_layer, next_layer_weight
+from .graph.probe import probe_moments, synthetic_images
+from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
 from .numerics.compensation import (
     LbylLambdas,
     fold_into_next_layer,
     lbyl_coefficients,
     merge_coefficients,
+    moment_coefficients,
     prune_coefficients,
 )
 from .numerics.folding import ChannelLayer
 from .numerics.selection import select_channels
-from .options import CompressOptions
+from .numerics.statistics import (
+    GaussianMoments,
+    bias_correction,
+    moments_from_batchnorm,
+    relu_covariance,
+    relu_mean,
+    residual_mean,
+)
+from .options import STATISTICAL_METHODS, CompressOptions
 from .report import CompressionReport, LayerReport, SkippedReport
 from .validate import load_inputs, random_inputs, validate
 
@@ -74,9 +84,10 @@ def compress(
         )
 
     rng = np.random.default_rng(options.seed)
+    probed = _probe(model, chains, options)
     layers = []
     for index, chain in enumerate(chains, start=1):
-        layers.append(_prune_chain(chain, options, rng))
+        layers.append(_prune_chain(chain, options, rng, graph, probed.get(chain.name)))
         if progress is not None:
             progress(index, len(chains), layers[-1])
 
@@ -102,13 +113,53 @@ def compress(
     return CompressionResult(pruned, report)
 
 
-def _prune_chain(chain: Chain, options: CompressOptions, rng: np.random.Generator) -> LayerReport:
+PROBE_BATCH = 32  # synthetic images for the data-free probe (graph.probe)
+
+
+def _probe(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions) -> dict[str, GaussianMoments]:
+    """Statistics measured on synthetic input, for the chains that need them (graph.probe)."""
+    if options.method not in STATISTICAL_METHODS:
+        return {}
+    wanted = [c for c in chains if options.statistics == "probe" or (options.statistics == "auto" and c.batchnorm is None)]
+    if not wanted:
+        return {}
+    feeds = random_inputs(model, PROBE_BATCH, seed=options.seed)
+    rng = np.random.default_rng(options.seed)
+    for name, value in feeds.items():
+        if value.ndim == 4 and np.issubdtype(value.dtype, np.floating):
+            feeds[name] = synthetic_images(value.shape, rng).astype(value.dtype)
+    return probe_moments(model, wanted, feeds)
+
+
+def _chain_moments(chain: Chain, layer: ChannelLayer, options: CompressOptions, probed: GaussianMoments | None) -> GaussianMoments:
+    if probed is not None:
+        return probed
+    if not layer.has_batchnorm:
+        raise InputError(f"{chain.name}: no BatchNormalization statistics (use statistics='probe' or 'auto')")
+    return moments_from_batchnorm(layer)
+
+
+def _prune_chain(
+    chain: Chain,
+    options: CompressOptions,
+    rng: np.random.Generator,
+    graph: gs.Graph | None = None,
+    probed: GaussianMoments | None = None,
+) -> LayerReport:
     """Choose, solve and rewrite one chain, reading weights as earlier chains left them."""
     layer = channel_layer(chain)
     kept, removed = select_channels(layer, options.ratio, options.criterion, rng)
-    coefficients = _coefficients(layer, kept, removed, options)
-    new_next = fold_into_next_layer(next_layer_weight(chain), kept, removed, coefficients)
+    old_next = next_layer_weight(chain)
+    if options.method in STATISTICAL_METHODS:
+        moments = _chain_moments(chain, layer, options, probed)
+        coefficients, activation_mean = _statistical_coefficients(layer, kept, removed, options, moments)
+        delta = bias_correction(old_next, removed, residual_mean(coefficients, kept, removed, activation_mean))
+    else:
+        coefficients, delta = _coefficients(layer, kept, removed, options), None
+    new_next = fold_into_next_layer(old_next, kept, removed, coefficients)
     apply_pruning(chain, kept, new_next)
+    if delta is not None and removed.size:
+        add_to_next_bias(chain, delta, graph)
     return LayerReport(
         name=chain.name,
         next_layer=node_label(chain.conv2),
@@ -118,6 +169,18 @@ def _prune_chain(chain: Chain, options: CompressOptions, rng: np.random.Generato
         removed=[int(i) for i in removed],
         compensated=int(np.count_nonzero(np.any(coefficients != 0, axis=0))),
     )
+
+
+def _statistical_coefficients(
+    layer: ChannelLayer, kept: np.ndarray, removed: np.ndarray, options: CompressOptions, moments: GaussianMoments
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S, E[a]) for the methods that use pre-activation statistics."""
+    if options.method == "moments":
+        activation_mean, activation_cov = relu_covariance(moments)
+        return moment_coefficients(activation_mean, activation_cov, kept, removed), activation_mean
+    base = {"lbyl-mean": "lbyl", "merge-mean": "merge", "prune-mean": "prune"}[options.method]
+    coefficients = _coefficients(layer, kept, removed, replace(options, method=base))
+    return coefficients, relu_mean(moments.mean, moments.std)
 
 
 def _coefficients(layer: ChannelLayer, kept: np.ndarray, removed: np.ndarray, options: CompressOptions) -> np.ndarray:

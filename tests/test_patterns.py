@@ -250,3 +250,22 @@ def test_fp16_initializers_are_solved_in_float64_and_written_back_in_fp16():
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float16)
     original, pruned = (run(m, x, np.float16)[0].astype(np.float32) for m in (model, result.model))
     np.testing.assert_allclose(pruned, original, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_mean_compensation_reaches_a_matmul_consumer_with_or_without_its_add(bias):
+    rng = np.random.default_rng(11)
+    add = "y = Add (m, b2)" if bias else "y = Identity (m)"
+    model = text_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        mlp (float[N, 6] x) => (float[N, 3] y) {{
+            h = Gemm <transB = 1> (x, w1, b1)
+            a = Relu (h)
+            m = MatMul (a, w2)
+            {add}
+        }}""", {"w1": rng.standard_normal((8, 6)), "b1": rng.normal(1.0, 0.1, 8),
+                "w2": rng.standard_normal((8, 3)), **({"b2": rng.standard_normal(3)} if bias else {})})
+    result = compress(model, CompressOptions(ratio=0.5, method="prune-mean", statistics="probe"))
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops.count("Add") == 1
+    assert run(result.model, rng.standard_normal((4, 6)))[0].shape == (4, 3)

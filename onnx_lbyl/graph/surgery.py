@@ -89,27 +89,49 @@ def _take(constant: gs.Constant, kept: np.ndarray) -> None:
 
 
 def add_to_next_bias(chain: Chain, delta: np.ndarray, graph: gs.Graph) -> None:
-    """b2 += delta on Conv2 (computed in float64, stored in the bias's dtype).
+    """b2 += delta on the consumer (computed in float64, stored in the bias's dtype).
 
-    A Conv2 without a bias gets a new, unshared initializer (zeros + delta) in the weight's
-    dtype, named after its weight and unique in `graph`. Chain matching guarantees an existing
-    bias is an unshared initializer, so changing it changes nothing else.
+    A Conv or Gemm without a bias gets a new, unshared initializer; a MatMul adds to the
+    constant of the Add that follows it, or gets such an Add. Chain matching guarantees an
+    existing bias is an unshared initializer, so changing it changes nothing else.
     """
-    conv2 = chain.conv2
-    weight = conv2.inputs[1]
+    consumer = chain.consumer
+    handler = HANDLERS[consumer.op]
     delta = np.asarray(delta, dtype=np.float64)
-    if _has_bias(conv2):
-        bias = conv2.inputs[2]
-        dtype = np.asarray(bias.values).dtype
-        bias.values = np.ascontiguousarray((np.asarray(bias.values, dtype=np.float64) + delta).astype(dtype))
+    target = _following_bias(consumer) if consumer.op == "MatMul" else handler.bias_tensor(consumer)
+    if target is not None:
+        old = np.asarray(target.values)
+        target.values = np.ascontiguousarray((old.astype(np.float64) + delta.reshape(old.shape)).astype(old.dtype))
         return
-    taken = set(graph.tensors().keys())
-    base = f"{weight.name}_bias"
+    dtype = handler.weight(consumer).dtype
+    name = _unique_name(graph, f"{consumer.inputs[1].name}_bias")
+    constant = gs.Constant(name, np.ascontiguousarray(delta.astype(dtype)))
+    if consumer.op != "MatMul":
+        handler.set_bias(consumer, constant.values, name)
+        return
+    product = consumer.outputs[0]
+    unbiased = gs.Variable(_unique_name(graph, f"{product.name}_unbiased"), dtype=product.dtype)
+    consumer.outputs = [unbiased]
+    graph.nodes.append(gs.Node("Add", name=_unique_name(graph, f"{consumer.name or name}_bias_add"),
+                               inputs=[unbiased, constant], outputs=[product]))
+    graph.toposort()
+
+
+def _following_bias(matmul: gs.Node) -> gs.Constant | None:
+    """The constant of an Add that alone reads a MatMul's output and adds one value per output."""
+    readers = list(matmul.outputs[0].outputs)
+    if len(readers) != 1 or readers[0].op != "Add":
+        return None
+    others = [t for t in readers[0].inputs if t is not matmul.outputs[0]]
+    if len(others) != 1 or not isinstance(others[0], gs.Constant) or len(others[0].outputs) != 1:
+        return None
+    outputs = HANDLERS["MatMul"].out_channels(matmul)
+    return others[0] if np.asarray(others[0].values).size == outputs else None
+
+
+def _unique_name(graph: gs.Graph, base: str) -> str:
+    taken = set(graph.tensors().keys()) | {node.name for node in graph.nodes}
     name, index = base, 1
     while name in taken:
         name, index = f"{base}_{index}", index + 1
-    constant = gs.Constant(name, np.ascontiguousarray(delta.astype(np.asarray(weight.values).dtype)))
-    if len(conv2.inputs) > 2:
-        conv2.inputs[2] = constant
-    else:
-        conv2.inputs.append(constant)
+    return name

@@ -136,3 +136,32 @@ def fold_into_next_layer(
     w = np.moveaxis(np.asarray(next_weight, dtype=np.float64), axis, 0)
     updated = w[kept] + np.tensordot(coefficients, w[removed], axes=(1, 0))
     return np.moveaxis(updated, 0, axis).astype(next_weight.dtype)
+
+
+def moment_coefficients(
+    activation_mean: np.ndarray,
+    activation_cov: np.ndarray,
+    kept: np.ndarray,
+    removed: np.ndarray,
+    jitter: float = 1e-9,
+) -> np.ndarray:
+    """The best linear predictor of the removed activations from the kept ones (MATH.md §5):
+
+        S = Cov(a_P)^{-1} Cov(a_P, a_J),
+
+    which, together with the bias correction E[r_j] = E[a_j] - S^T E[a_P] folded into the next
+    layer's bias, minimises E[(a_j - s . a_P - c)^2] over s and c for every removed j at once.
+    The moments are those of a = ReLU(z) under a Gaussian model of z (numerics.statistics).
+    `jitter` (relative to the mean variance) only keeps the factorisation defined when kept
+    activations are collinear; it is far below float32 resolution.
+    """
+    if kept.size == 0 or removed.size == 0:
+        return np.zeros((kept.size, removed.size))
+    cpp = activation_cov[np.ix_(kept, kept)].copy()
+    cpj = activation_cov[np.ix_(kept, removed)]
+    scale = float(np.mean(np.diag(cpp))) if kept.size else 0.0
+    cpp[np.diag_indices_from(cpp)] += jitter * max(scale, 1e-30)
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(cpp), cpj)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.lstsq(cpp, cpj)[0]
