@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from .errors import InputError
+from .graph.chains import APPROXIMATIONS
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
@@ -37,6 +38,13 @@ class CompressOptions:
         (the BN node's gamma/beta), "probe" (the unpruned model run on standard-normal
         synthetic input), "auto" (BN where the chain has one, else probe).
     validation_batch: rows of the random validation batch when the batch axis is dynamic.
+    layer_ratios: (pattern, ratio) pairs overriding `ratio` for chains whose name matches the
+        shell-style pattern; the last match wins.
+    exclude: patterns of chain names never pruned.
+    target_macs: if set, the fraction of the model's MACs to remove; the uniform ratio that
+        reaches it replaces `ratio` (layer_ratios and exclude still apply).
+    allow_approximate: approximate steps a chain may go through: "maxpool" (MaxPool between
+        the activation and the consumer) and "relu6" (Clip(0, 6) as the activation).
     """
 
     ratio: float = 0.3
@@ -47,6 +55,10 @@ class CompressOptions:
     lambda2: float = DEFAULT_LAMBDAS.lambda2
     validation_batch: int = 8
     statistics: str = "auto"
+    layer_ratios: tuple[tuple[str, float], ...] = ()
+    exclude: tuple[str, ...] = ()
+    target_macs: float | None = None
+    allow_approximate: tuple[str, ...] = ()
 
     def check(self) -> "CompressOptions":
         """Raise InputError naming the first option that is out of range."""
@@ -62,6 +74,14 @@ class CompressOptions:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.statistics not in STATISTICS_SOURCES:
             raise InputError(f"unknown statistics source {self.statistics!r}; choose from {', '.join(STATISTICS_SOURCES)}")
+        for pattern, value in self.layer_ratios:
+            if not math.isfinite(value) or not 0 <= value < 1:
+                raise InputError(f"ratio for {pattern!r} must be a number in [0, 1), got {value!r}")
+        if self.target_macs is not None and not (math.isfinite(self.target_macs) and 0 < self.target_macs < 1):
+            raise InputError(f"target MACs reduction must be a fraction in (0, 1), got {self.target_macs!r}")
+        unknown = sorted(set(self.allow_approximate) - set(APPROXIMATIONS))
+        if unknown:
+            raise InputError(f"unknown approximation {unknown[0]!r}; choose from {', '.join(APPROXIMATIONS)}")
         if self.validation_batch < 1:
             raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
         return self

@@ -18,7 +18,8 @@ import onnx_graphsurgeon as gs
 from . import __version__
 from .errors import NothingToPruneError, first_line, InputError
 from .graph.chains import Chain, find_chains, node_label
-from .graph.cost import model_cost
+from .graph.cost import model_cost, node_macs
+from .graph.layers import HANDLERS
 from .graph.io import check_input_model, load_model
 from .graph.probe import probe_moments, synthetic_images
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
@@ -41,11 +42,15 @@ from .numerics.statistics import (
     residual_mean,
 )
 from .options import STATISTICAL_METHODS, CompressOptions
+from .planning import ChainShape, layer_ratios, ratio_for_target_macs
 from .report import CompressionReport, LayerReport, SkippedReport
 from .validate import load_inputs, random_inputs, validate
 
 Progress = Callable[[int, int, LayerReport], None]
-PATTERN = "Conv -> [BatchNormalization] -> Relu -> Conv (group=1 Convs, constant unshared weights, intermediate tensors read by nothing else)"
+PATTERN = (
+    "Conv/Gemm/MatMul -> [BatchNormalization] -> Relu -> [channel-wise ops] -> Conv/Gemm/MatMul "
+    "(group=1 Convs, constant unshared weights, intermediate tensors read by nothing else)"
+)
 
 
 @dataclass
@@ -76,18 +81,19 @@ def compress(
         check_input_model(model)
 
     graph = gs.import_onnx(model)
-    chains, skipped = find_chains(graph, {i.name for i in model.graph.input})
+    chains, skipped = find_chains(graph, {i.name for i in model.graph.input}, frozenset(options.allow_approximate))
     if not chains:
         raise NothingToPruneError(
-            f"no prunable chain found: looked for {PATTERN}; {len(skipped)} Conv node(s) checked"
+            f"no prunable chain found: looked for {PATTERN}; {len(skipped)} layer(s) checked"
             + (f", e.g. {skipped[0].node}: {skipped[0].reason}" if skipped else "")
         )
+    ratios = _chain_ratios(model, chains, options)
 
     rng = np.random.default_rng(options.seed)
     probed = _probe(model, chains, options)
     layers = []
     for index, chain in enumerate(chains, start=1):
-        layers.append(_prune_chain(chain, options, rng, graph, probed.get(chain.name)))
+        layers.append(_prune_chain(chain, ratios[chain.name], options, rng, graph, probed.get(chain.name)))
         if progress is not None:
             progress(index, len(chains), layers[-1])
 
@@ -139,8 +145,19 @@ def _chain_moments(chain: Chain, layer: ChannelLayer, options: CompressOptions, 
     return moments_from_batchnorm(layer)
 
 
+def _chain_ratios(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions) -> dict[str, float]:
+    """The ratio of every chain after per-layer rules and the MACs target (planning)."""
+    shapes = [ChainShape(c.name, c.producer.outputs[0].name, c.consumer.outputs[0].name,
+                         HANDLERS[c.producer.op].out_channels(c.producer)) for c in chains]
+    ratio = options.ratio
+    if options.target_macs is not None:
+        ratio = ratio_for_target_macs(shapes, node_macs(model), options.target_macs, options.layer_ratios, options.exclude)
+    return layer_ratios(shapes, ratio, options.layer_ratios, options.exclude)
+
+
 def _prune_chain(
     chain: Chain,
+    ratio: float,
     options: CompressOptions,
     rng: np.random.Generator,
     graph: gs.Graph | None = None,
@@ -148,7 +165,7 @@ def _prune_chain(
 ) -> LayerReport:
     """Choose, solve and rewrite one chain, reading weights as earlier chains left them."""
     layer = channel_layer(chain)
-    kept, removed = select_channels(layer, options.ratio, options.criterion, rng)
+    kept, removed = select_channels(layer, ratio, options.criterion, rng)
     old_next = next_layer_weight(chain)
     if options.method in STATISTICAL_METHODS:
         moments = _chain_moments(chain, layer, options, probed)
@@ -167,6 +184,7 @@ def _prune_chain(
         channels_before=layer.channels,
         channels_after=int(kept.size),
         removed=[int(i) for i in removed],
+        approximations=list(chain.approximations),
         compensated=int(np.count_nonzero(np.any(coefficients != 0, axis=0))),
     )
 

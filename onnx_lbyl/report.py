@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from .latency import LatencyComparison
 from .validate import ValidationResult
 
 
@@ -18,6 +19,7 @@ class LayerReport:
     channels_after: int
     removed: list[int]
     compensated: int  # removed channels that left something behind (non-zero coefficients)
+    approximations: list[str] = field(default_factory=list)  # steps where compensation is not exact
 
 
 @dataclass
@@ -40,6 +42,7 @@ class CompressionReport:
     macs_after: int = 0
     validation: ValidationResult | None = None
     seconds: float = 0.0
+    latency: LatencyComparison | None = None  # only when asked for (CLI --benchmark)
 
     @property
     def chains_found(self) -> int:
@@ -70,8 +73,9 @@ class CompressionReport:
             width = max(len(layer.name) for layer in self.layers)
             lines.append(f"  {'layer'.ljust(width)}  channels   absorbed by")
             for layer in self.layers:
+                note = f"  (approximate: {', '.join(layer.approximations)})" if layer.approximations else ""
                 lines.append(
-                    f"  {layer.name.ljust(width)}  {layer.channels_before:>4} -> {layer.channels_after:<4} {layer.next_layer}"
+                    f"  {layer.name.ljust(width)}  {layer.channels_before:>4} -> {layer.channels_after:<4} {layer.next_layer}{note}"
                 )
         lines.append(_change("parameters", self.parameters_before, self.parameters_after))
         lines.append(_change("MACs/sample", self.macs_before, self.macs_after))
@@ -83,6 +87,8 @@ class CompressionReport:
             for out in v.outputs:
                 agree = "" if out.top1_agreement is None else f", top-1 agreement {100 * out.top1_agreement:.1f}%"
                 lines.append(f"  output {out.name}: relative L2 error {out.relative_l2_error:.4f}{agree}")
+        if self.latency is not None:
+            lines.append(_latency_line(self.latency, self.macs_before, self.macs_after))
         if self.output:
             lines.append(f"written: {self.output}")
         return "\n".join(lines)
@@ -91,3 +97,12 @@ class CompressionReport:
 def _change(label: str, before: int, after: int) -> str:
     share = f" ({100 * (after - before) / before:+.1f}%)" if before else ""
     return f"{label}: {before:,} -> {after:,}{share}"
+
+
+def _latency_line(latency: LatencyComparison, macs_before: int, macs_after: int) -> str:
+    """Latency before -> after, with its ratio beside the MACs ratio (both after/before)."""
+    a, b = latency.original, latency.pruned
+    macs = f", MACs x{macs_after / macs_before:.3f}" if macs_before else ""
+    threads = "default threads" if a.threads == 0 else f"{a.threads} thread(s)"
+    return (f"latency (onnxruntime CPU, batch {a.batch}, median of {a.runs} runs after {a.warmup} warm-up, "
+            f"{threads}): {a.median_ms:.1f} ms -> {b.median_ms:.1f} ms (x{latency.ratio:.3f}{macs})")

@@ -102,7 +102,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "ratio negative": ([str(good), out, "--ratio", "-0.1"], "ratio must be a number in [0, 1)"),
         "ratio nan": ([str(good), out, "--ratio", "nan"], "ratio must be a number in [0, 1)"),
         "ratio text": ([str(good), out, "--ratio", "abc"], "'abc' is not a valid float"),
-        "nothing prunable": ([str(unprunable), out], "no prunable chain found: looked for Conv -> [BatchNormalization] -> Relu -> Conv"),
+        "nothing prunable": ([str(unprunable), out], "no prunable chain found: looked for Conv/Gemm/MatMul -> [BatchNormalization] -> Relu"),
         "missing folder": ([str(good), str(tmp_path / "no" / "out.onnx")], "output folder does not exist"),
         "output is folder": ([str(good), str(tmp_path)], "output path is a directory"),
         "unknown method": ([str(good), out, "--method", "magic"], "Invalid value for '--method'"),

@@ -269,3 +269,12 @@ def test_mean_compensation_reaches_a_matmul_consumer_with_or_without_its_add(bia
     ops = [n.op_type for n in result.model.graph.node]
     assert ops.count("Add") == 1
     assert run(result.model, rng.standard_normal((4, 6)))[0].shape == (4, 3)
+
+
+def test_allowed_maxpool_chain_is_pruned_and_reported_approximate():
+    rng = np.random.default_rng(12)
+    model = text_model(MAXPOOL_NET, {"w1": rng.standard_normal((4, 3, 3, 3)), "w2": rng.standard_normal((5, 4, 3, 3))})
+    result = compress(model, CompressOptions(ratio=0.5, allow_approximate=("maxpool",)))
+    assert result.report.layers[0].approximations == ["maxpool"]
+    assert "(approximate: maxpool)" in result.report.summary()
+    assert run(result.model, rng.standard_normal((2, 3, 8, 8)))[0].shape == (2, 5, 4, 4)

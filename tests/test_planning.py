@@ -48,3 +48,25 @@ def test_parse_layer_ratio(text, expected):
 def test_parse_layer_ratio_rejects(text):
     with pytest.raises(InputError, match="PATTERN=RATIO"):
         parse_layer_ratio(text)
+
+
+# The same rules through compress(), on the shipped ResNet-20.
+from pathlib import Path  # noqa: E402
+
+from onnx_lbyl import CompressOptions, compress  # noqa: E402
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "resnet20_cifar10.onnx"
+
+
+def test_per_layer_ratios_and_exclusions_on_a_real_model():
+    options = CompressOptions(ratio=0.3, layer_ratios=(("/layer3/*", 0.5),), exclude=("/layer1/layer1.0/*",))
+    layers = {layer.name: layer for layer in compress(str(SHIPPED), options).report.layers}
+    assert layers["/layer1/layer1.0/conv1/Conv"].channels_after == 16
+    assert layers["/layer1/layer1.1/conv1/Conv"].channels_after == 11
+    assert layers["/layer3/layer3.2/conv1/Conv"].channels_after == 32
+
+
+def test_target_macs_is_reached_on_a_real_model():
+    report = compress(str(SHIPPED), CompressOptions(target_macs=0.2)).report
+    assert report.macs_after <= 0.8 * report.macs_before
+    assert report.options["target_macs"] == 0.2
