@@ -108,7 +108,7 @@ def find_chains(
     return chains, skipped
 
 
-_QUIET_PREFIXES = ("its output is a graph output", "MatMul weight", "Gemm weight")
+_QUIET_PREFIXES = ("its output is a graph output", "its Add output is a graph output", "MatMul weight", "Gemm weight")
 
 
 def match_chain(
