@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -68,6 +69,10 @@ def load_dataset(path: str | os.PathLike, channels: int | None = None) -> Datase
 
 
 def _load_npz(path: Path) -> Dataset:
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            kind = "an .npy file (one array)" if handle.read(6) == b"\x93NUMPY" else "not an .npz file"
+        raise InputError(f"{path} is {kind}; DATA must be an .npz with 'images' and 'labels' or an image folder")
     try:
         with np.load(path, allow_pickle=False) as data:
             files = list(data.files)
@@ -88,7 +93,8 @@ def _load_npz(path: Path) -> Dataset:
 
 def _load_folder(root: Path, channels: int | None) -> Dataset:
     """DATA/<class>/*.png|jpg: class folders sorted by name give the label indices, as
-    torchvision's ImageFolder does, so labels match a model trained with it."""
+    torchvision's ImageFolder does, so labels match a model trained with it. Hidden
+    folders (.ipynb_checkpoints and the like) and other files are ignored."""
     try:
         from PIL import Image
     except ImportError:
@@ -161,7 +167,11 @@ class Preprocess:
     source: str = "defaults"
 
     def apply(self, images: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-        x = images.astype(np.float32) * np.float32(self.scale)
+        inverse = 1.0 / self.scale
+        if abs(inverse - round(inverse)) < 1e-6:  # x / 255 exactly as torchvision's ToTensor computes it
+            x = images.astype(np.float32) / np.float32(round(inverse))
+        else:
+            x = images.astype(np.float32) * np.float32(self.scale)
         channels = x.shape[1]
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, channels):
@@ -213,7 +223,7 @@ def _format_scale(scale: float) -> str:
 
 def metadata_preprocess(model: onnx.ModelProto) -> dict | None:
     """The model's `lbyl_eval.preprocess` metadata as a dict, None when absent."""
-    text = {p.key: p.value for p in model.metadata_props}.get(PREPROCESS_KEY)
+    text = _preprocess_text(model)
     if text is None:
         return None
     try:
@@ -278,7 +288,7 @@ class Scorer:
     """One onnxruntime session fed batches of preprocessed images; a fixed batch axis is
     honoured by splitting and zero-padding, so any batch size works with any model."""
 
-    def __init__(self, model: onnx.ModelProto, label: str):
+    def __init__(self, model: onnx.ModelProto, label: str, threads: int | None = None):
         inputs = model_inputs(model)
         if len(inputs) != 1:
             raise InputError(f"{label} has {len(inputs)} inputs; eval scores single-input classifiers")
@@ -296,6 +306,9 @@ class Scorer:
         self.fixed_batch = self.dims[0] if self.dims else None
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:  # e.g. 1 per process when several processes share the cores
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"])
@@ -356,6 +369,7 @@ class EvalResult:
     seconds: float = 0.0
     original_top1: float | None = None
     agreement: float | None = None
+    warnings: list[str] = field(default_factory=list)
     predictions: np.ndarray | None = field(default=None, repr=False)  # top-1 class per image
 
     def to_dict(self) -> dict:
@@ -373,21 +387,30 @@ def evaluate(
     std: Sequence[float] | None = None,
     scale: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
     progress: Progress | None = None,
 ) -> EvalResult:
     """Score `model` on `data` (a Dataset, an .npz or an image folder).
 
     With `compare`, the second model (typically the unpruned original) sees exactly the
     same preprocessed batches, and the result also holds its top-1 and the share of
-    images on which both models predict the same class. Raises InputError for unusable
-    data, options or models.
+    images on which both models predict the same class. `threads` caps onnxruntime's
+    threads (default: its own choice, all cores). Raises InputError for unusable data,
+    options or models.
     """
     started = time.perf_counter()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
     model = _as_model(model)
-    scorer = Scorer(model, "the model")
-    other = Scorer(_as_model(compare), "the compared model") if compare is not None else None
+    scorer = Scorer(model, "the model", threads)
+    warnings = []
+    other = None
+    if compare is not None:
+        compare = _as_model(compare)
+        other = Scorer(compare, "the compared model", threads)
+        if _preprocess_text(compare) != _preprocess_text(model):
+            warnings.append(f"the compared model's {PREPROCESS_KEY} metadata differs from the model's; "
+                            "both models get the model's preprocessing")
     if not isinstance(data, Dataset):
         data = load_dataset(data, scorer.channels)
     for s in (scorer, other):
@@ -429,6 +452,7 @@ def evaluate(
         classes=classes,
         correct=correct,
         preprocess=prep.to_dict(),
+        warnings=warnings,
         predictions=predictions,
     )
     if reference is not None:
@@ -436,6 +460,10 @@ def evaluate(
         result.agreement = float(np.mean(reference == predictions))
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _preprocess_text(model: onnx.ModelProto) -> str | None:
+    return {p.key: p.value for p in model.metadata_props}.get(PREPROCESS_KEY)
 
 
 def _as_model(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:

@@ -1,0 +1,388 @@
+"""Accuracy after data-free pruning: every model x method x criterion x ratio, no fine-tuning.
+
+    python bench/accuracy.py                      # everything (see accuracy.md for the time taken)
+    python bench/accuracy.py --models akamaster_resnet20_cifar10_bn --ratios 0.3
+
+Protocol, fixed before any scoring (the JSON records it): one ratio for every prunable
+layer, the l2 criterion unless --criteria says otherwise, every other setting the
+CompressOptions default (no lambda or anything else tuned on the test set), the full
+test set, preprocessing from each model's `lbyl_eval.preprocess` metadata. Compression goes
+through the public API (onnx_lbyl.compress) and scoring through onnx_lbyl.evaluate, the same
+code `onnx-lbyl` and `onnx-lbyl eval` run.
+
+The settings run in --jobs worker processes (default: one per CPU) with one onnxruntime
+thread each. Writes bench/results/accuracy.json, accuracy.md and one accuracy_<model>.png
+per model; --update-readme then regenerates the README section (bench/update_readme.py).
+A partial run overwrites them too: pass --out elsewhere to keep a full run's results.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import hashlib
+import json
+import os
+import multiprocessing
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+
+import onnx_lbyl
+from onnx_lbyl import CompressOptions, NothingToPruneError, compress
+from onnx_lbyl.evaluate import Dataset, evaluate, load_dataset
+from onnx_lbyl.graph.cost import model_cost
+from onnx_lbyl.options import METHODS
+
+import tables
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DEFAULT_SHARED = ROOT.parent / "shared"
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
+DATASETS = {"cifar10": "cifar10_test.npz", "fashion_mnist": "fashion_mnist_test.npz"}
+PROTOCOL = ("One ratio for every prunable layer; criterion as listed (l2 unless stated); every other "
+            "compression setting is the CompressOptions default, fixed before scoring (nothing tuned on "
+            "the test set); no fine-tuning, no data used by compression; top-1 on the full test set with "
+            "the preprocessing in each model's lbyl_eval.preprocess metadata.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `kill` also stops the workers
+    started = time.perf_counter()
+    models, not_run = pick_models(args)
+    if not models:
+        print("accuracy.py: no model with test data to run", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "tool_version": onnx_lbyl.__version__,
+        "git": git_state(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
+                    "numpy": np.__version__},
+        "protocol": PROTOCOL,
+        "options": {"methods": args.methods, "criteria": args.criteria, "ratios": args.ratios,
+                    "batch_size": args.batch_size, "jobs": args.jobs,
+                    "compress_defaults": CompressOptions().to_dict()},
+        "models": [],
+        "seconds": 0.0,
+    }
+    settings = [(c, m, r) for c in args.criteria for m in args.methods for r in args.ratios]
+    tasks = [Task(str(path), str(data_path), None) for path, _, data_path in models]  # unpruned first
+    tasks += [Task(str(path), str(data_path), setting) for path, _, data_path in models for setting in settings]
+    outcomes: dict[Task, dict] = {}
+    for done, (task, outcome) in enumerate(run_tasks(tasks, args), start=1):
+        outcomes[task] = outcome
+        if not args.quiet:
+            print(f"[{done}/{len(tasks)}] {describe(task, outcome)}", file=sys.stderr, flush=True)
+    for path, dataset, data_path in models:
+        data["models"].append(model_record(path, dataset, data_path, settings, outcomes))
+    data["models"].extend(not_run)
+    data["seconds"] = round(time.perf_counter() - started, 1)
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    data["cpu_seconds"] = round(own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime, 1)
+
+    (out / "accuracy.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "accuracy.md").write_text(markdown(data) + "\n")
+    pngs = plot(data, out)
+    print("\n".join(tables.accuracy_table(data)))
+    for line in tables.not_run_lines(data):
+        print(line)
+    print(f"\n{len(tasks)} evaluations in {data['seconds']:.0f} s ({data['cpu_seconds']:.0f} CPU-s) with "
+          f"{args.jobs} process(es); wrote "
+          f"{out / 'accuracy.json'}, {out / 'accuracy.md'} and {len(pngs)} plot(s)")
+    if args.update_readme:
+        import update_readme
+
+        return update_readme.main(["--results", str(out / "accuracy.json")])
+    return 0
+
+
+def git_state() -> dict | None:
+    """The commit the tool was measured at, and whether the working tree differed from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "modified_files": bool(status.strip())}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shared", default=str(DEFAULT_SHARED),
+                   help="folder with models/*.onnx and data/*.npz (default: ../shared beside the repository)")
+    p.add_argument("--models", nargs="+", metavar="NAME",
+                   help="model names in SHARED/models (with or without .onnx) or paths to .onnx files "
+                        "(default: every model whose lbyl_eval.dataset has test data)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--criteria", nargs="+", default=["l2"], metavar="CRITERION",
+                   help="selection criteria (default: l2)")
+    p.add_argument("--ratios", nargs="+", type=float, default=list(DEFAULT_RATIOS))
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
+                   help="worker processes, each with one onnxruntime thread (default: one per CPU; "
+                        "1 runs in this process with onnxruntime's own threading)")
+    p.add_argument("--out", default=str(BENCH / "results"), help="output folder (default: bench/results)")
+    p.add_argument("--update-readme", action="store_true",
+                   help="then regenerate the README section (bench/update_readme.py) from the new results")
+    p.add_argument("--quiet", "-q", action="store_true", help="no per-setting progress lines")
+    args = p.parse_args(argv)
+    try:  # fail before minutes of work, not after
+        for criterion in args.criteria:
+            CompressOptions(criterion=criterion).check()
+        for ratio in args.ratios:
+            CompressOptions(ratio=ratio).check()
+    except onnx_lbyl.InputError as exc:
+        p.error(str(exc))
+    if args.batch_size < 1 or args.jobs < 1:
+        p.error("--batch-size and --jobs must be at least 1")
+    return args
+
+
+def pick_models(args) -> tuple[list[tuple[Path, str, Path]], list[dict]]:
+    """(model, dataset name, test-set path) to run, and records of models left out."""
+    shared = Path(args.shared)
+    if args.models:
+        paths = []
+        for name in args.models:
+            path = Path(name) if name.endswith(".onnx") and Path(name).exists() else \
+                shared / "models" / (name if name.endswith(".onnx") else name + ".onnx")
+            if not path.is_file():
+                sys.exit(f"accuracy.py: model not found: {name}")
+            paths.append(path)
+    else:
+        paths = sorted((shared / "models").glob("*.onnx"))
+    runs, not_run = [], []
+    for path in paths:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        dataset = props.get("lbyl_eval.dataset")
+        data_path = shared / "data" / DATASETS.get(dataset or "", f"{dataset}_test.npz")
+        if dataset and data_path.is_file():
+            runs.append((path, dataset, data_path))
+        elif args.models:
+            sys.exit(f"accuracy.py: no test data for {path.name} (lbyl_eval.dataset={dataset!r})")
+        else:
+            not_run.append({"name": path.stem, "file": path.name, "dataset": dataset, "status": "no_test_data",
+                            "message": f"no {data_path.name} in {shared / 'data'}", "results": []})
+    return runs, not_run
+
+
+# ---------------------------------------------------------------------------------------
+# The work: one task = compress one model with one setting (or not at all) and score it.
+
+
+@dataclass(frozen=True)
+class Task:
+    model: str
+    data: str
+    setting: tuple[str, str, float] | None  # (criterion, method, ratio); None = the unpruned model
+
+
+_THREADS: int | None = None  # onnxruntime threads in this process; set per worker
+
+
+def _init_worker(threads: int | None) -> None:
+    global _THREADS
+    _THREADS = threads
+
+
+@functools.lru_cache(maxsize=None)
+def _dataset(path: str) -> Dataset:
+    return load_dataset(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _model(path: str) -> onnx.ModelProto:
+    return onnx.load(path)
+
+
+def score(task: Task, batch_size: int) -> dict:
+    """Compress (unless unpruned) and evaluate; what the JSON records, plus the predictions."""
+    model = _model(task.model)
+    compress_seconds, report = 0.0, None
+    if task.setting is not None:
+        criterion, method, ratio = task.setting
+        started = time.perf_counter()
+        try:
+            result = compress(model, CompressOptions(ratio=ratio, method=method, criterion=criterion))
+        except NothingToPruneError as exc:
+            return {"nothing_to_prune": str(exc)}
+        compress_seconds = time.perf_counter() - started
+        model, report = result.model, result.report
+    scored = evaluate(model, _dataset(task.data), batch_size=batch_size, threads=_THREADS)
+    outcome = {"top1": scored.top1, "top5": scored.top5, "count": scored.count, "preprocess": scored.preprocess,
+               "eval_seconds": scored.seconds, "predictions": scored.predictions}
+    if report is None:
+        cost = model_cost(model)
+        outcome.update(parameters=cost.parameters, macs=cost.macs)
+    else:
+        outcomes = report.validation.outputs if report.validation else []
+        outcome.update(
+            options=report.options,
+            parameters=report.parameters_after,
+            macs=report.macs_after,
+            chains_pruned=report.chains_pruned,
+            chains_found=report.chains_found,
+            validation_relative_l2_error=outcomes[0].relative_l2_error if outcomes else None,
+            compress_seconds=round(compress_seconds, 3),
+        )
+    return outcome
+
+
+def run_tasks(tasks: list[Task], args):
+    """Yield (task, outcome) as tasks finish: in this process for --jobs 1, otherwise in a
+    pool of single-threaded workers, which uses 2 cores better than one process with 2
+    onnxruntime threads on these small per-image workloads."""
+    if args.jobs == 1:
+        for task in tasks:
+            yield task, score(task, args.batch_size)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding thread pools
+    # leaving the block (also on an error or Ctrl-C) terminates the workers
+    with context.Pool(args.jobs, initializer=_init_worker, initargs=(1,)) as pool:
+        yield from pool.imap_unordered(functools.partial(_score_task, batch_size=args.batch_size), tasks)
+
+
+def _score_task(task: Task, batch_size: int) -> tuple[Task, dict]:
+    return task, score(task, batch_size)
+
+
+def describe(task: Task, outcome: dict) -> str:
+    name = Path(task.model).stem
+    if "nothing_to_prune" in outcome:
+        return f"{name}: nothing to prune"
+    what = "unpruned" if task.setting is None else "{1} {0} {2:g}".format(*task.setting)
+    timing = f"eval {outcome['eval_seconds']:.1f} s"
+    if task.setting is not None:
+        timing = f"compress {outcome['compress_seconds']:.1f} s, " + timing
+    return f"{name} {what}: top-1 {100 * outcome['top1']:.2f}% ({timing})"
+
+
+def model_record(path: Path, dataset: str, data_path: Path, settings, outcomes: dict[Task, dict]) -> dict:
+    """The JSON entry of one model: its unpruned score, then one result per setting."""
+    props = {p.key: p.value for p in _model(str(path)).metadata_props}
+    base = outcomes[Task(str(path), str(data_path), None)]
+    record = {
+        "name": path.stem,
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "dataset": dataset,
+        "data": data_path.name,
+        "images": base["count"],
+        "preprocess": base["preprocess"],
+        "reported_top1": _number(props.get("lbyl_eval.reported_top1")),
+        "unpruned": {k: base[k] for k in ("top1", "top5", "parameters", "macs", "eval_seconds")},
+        "status": "ok",
+        "message": "",
+        "results": [],
+    }
+    for criterion, method, ratio in settings:
+        outcome = outcomes[Task(str(path), str(data_path), (criterion, method, ratio))]
+        if "nothing_to_prune" in outcome:
+            record["status"], record["message"] = "nothing_to_prune", outcome["nothing_to_prune"]
+            record["results"] = []
+            break
+        entry = {"method": method, "criterion": criterion, "ratio": ratio, "top1": outcome["top1"],
+                 "top5": outcome["top5"],
+                 "agreement_with_unpruned": float(np.mean(outcome["predictions"] == base["predictions"]))}
+        entry.update({k: v for k, v in outcome.items() if k not in entry and k not in ("predictions", "count",
+                                                                                        "preprocess")})
+        record["results"].append(entry)
+    return record
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def markdown(data: dict) -> str:
+    """accuracy.md: the tables, the protocol and what was left out, all from `data`."""
+    parts = [
+        "# Accuracy after data-free pruning (no fine-tuning)",
+        "",
+        f"Generated by `bench/accuracy.py` from `accuracy.json` (onnx-lbyl {data['tool_version']}, "
+        f"{_commit(data)}onnxruntime {data['machine']['onnxruntime']}, {data['created']}); do not edit by hand.",
+        "",
+        f"Protocol: {data['protocol']}",
+        "",
+        "Compression defaults: " + ", ".join(f"{k}={v}" for k, v in data["options"]["compress_defaults"].items()
+                                             if k not in ("ratio", "method", "criterion")) + ".",
+        "",
+        "## Top-1 (%) on the full test set",
+        "",
+        *tables.accuracy_table(data),
+        "",
+        "## What is left (% of the unpruned parameters / MACs per sample; the same for every method)",
+        "",
+        *tables.size_table(data),
+    ]
+    skipped = tables.not_run_lines(data)
+    if skipped:
+        parts += ["", "## Not pruned", "", *skipped]
+    parts += ["", f"The whole run took {data['seconds']:.0f} s on {data['machine']['cpus']} CPU(s) "
+              f"({data.get('cpu_seconds', 0):.0f} CPU-seconds; wall time grows with other load on the machine)."]
+    return "\n".join(parts)
+
+
+def _commit(data: dict) -> str:
+    git = data.get("git")
+    if not git:
+        return ""
+    return f"commit {git['commit'][:10]}{' with local changes' if git['modified_files'] else ''}, "
+
+
+def plot(data: dict, out: Path) -> list[Path]:
+    """One PNG per pruned model: top-1 against ratio, a line per method (and criterion),
+    the unpruned top-1 as a dashed horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    many = len(data["options"]["criteria"]) > 1
+    for model in tables.ran_models(data):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for criterion in data["options"]["criteria"]:
+            for method in data["options"]["methods"]:
+                points = sorted((r["ratio"], r["top1"]) for r in model["results"]
+                                if r["method"] == method and r["criterion"] == criterion)
+                if points:
+                    label = tables.method_name(method) + (f" ({criterion})" if many else "")
+                    ax.plot([100 * p[0] for p in points], [100 * p[1] for p in points], marker="o", label=label)
+        ax.axhline(100 * model["unpruned"]["top1"], color="grey", linestyle="--",
+                   label=f"unpruned ({100 * model['unpruned']['top1']:.2f})")
+        ax.set_xlabel("channels removed per prunable layer (%)")
+        ax.set_ylabel(f"top-1 on {model['dataset']} test (%)")
+        ax.set_title(f"{model['name']}: no data, no fine-tuning", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"accuracy_{model['name']}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    sys.exit(main())

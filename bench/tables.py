@@ -1,0 +1,110 @@
+"""Markdown rendering of bench/results/accuracy.json, shared by accuracy.py and update_readme.py.
+
+Every measured number in a table comes from the JSON, so the tables can always be
+regenerated and never drift from the measurements. The only numbers typed in here are the
+LBYL paper's, quoted as context with their source.
+"""
+from __future__ import annotations
+
+METHOD_NAMES = {"lbyl": "LBYL", "merge": "Neuron Merging", "prune": "prune only"}
+
+# The LBYL paper's top-1 (%), l2-norm criterion, no fine-tuning; other models than ours.
+# Source: bigdata-inha/LBYL README and images/LBYL_Results.png (Table 1: VGG-16/CIFAR-10,
+# Table A1: ResNet-50/CIFAR-100), as collected in the project's ANCHORS.md section 2.1.
+# The authors tuned their lambdas per model and ratio on the test set.
+PAPER_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
+PAPER_L2 = [
+    ("VGG-16 / CIFAR-10 (every conv pruned)", 93.7, {
+        "LBYL": (92.04, 87.84, 83.25, 66.81, 45.71),
+        "Neuron Merging": (91.93, 87.24, 76.91, 54.32, 32.58),
+        "prune only": (89.43, 71.77, 56.95, 31.74, 12.37),
+    }),
+    ("ResNet-50 / CIFAR-100 (block-internal convs)", 78.82, {
+        "LBYL": (78.14, 76.15, 73.29, 65.21, 52.61),
+        "Neuron Merging": (77.28, 72.73, 64.47, 46.40, 25.98),
+        "prune only": (75.14, 63.39, 39.96, 15.32, 5.22),
+    }),
+]
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def ratio_header(ratios) -> str:
+    return " | ".join(f"{round(100 * r)}%" for r in ratios)
+
+
+def ran_models(data: dict, names: list[str] | None = None) -> list[dict]:
+    """Models that were pruned and scored, in run order (optionally only `names`)."""
+    models = [m for m in data["models"] if m["status"] == "ok"]
+    if names:
+        models = [m for m in models if m["name"] in names]
+    return models
+
+
+def accuracy_table(data: dict, names: list[str] | None = None, methods: list[str] | None = None) -> list[str]:
+    """Rows model x method (x criterion when several), columns the ratios: top-1 in %.
+    `names` and `methods` keep only those models and methods (default: all)."""
+    ratios = data["options"]["ratios"]
+    criteria = data["options"]["criteria"]
+    many = len(criteria) > 1
+    head = "| model | data | method |" + (" criterion |" if many else "") + " unpruned | " + ratio_header(ratios) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for model in ran_models(data, names):
+        first = True
+        for criterion in criteria:
+            for method in [m for m in data["options"]["methods"] if not methods or m in methods]:
+                cells = {r["ratio"]: r for r in model["results"]
+                         if r["method"] == method and r["criterion"] == criterion}
+                if not cells:
+                    continue
+                label = f"`{model['name']}` | {model['dataset']}" if first else " | "
+                row = f"| {label} | {method_name(method)} |" + (f" {criterion} |" if many else "")
+                row += f" {pct(model['unpruned']['top1'])} |" if first else "  |"
+                row += " " + " | ".join(pct(cells[r]["top1"]) if r in cells else "–" for r in ratios) + " |"
+                lines.append(row)
+                first = False
+    return lines
+
+
+def size_table(data: dict, names: list[str] | None = None) -> list[str]:
+    """What each ratio leaves: parameters and MACs in % of the unpruned model (they do not
+    depend on the method, so the first result per ratio stands for all)."""
+    ratios = data["options"]["ratios"]
+    lines = ["| model | unpruned params / MACs | " + ratio_header(ratios) + " |",
+             "|---|---|" + "---|" * len(ratios)]
+    for model in ran_models(data, names):
+        base = model["unpruned"]
+        cells = []
+        for ratio in ratios:
+            hit = next((r for r in model["results"] if r["ratio"] == ratio), None)
+            cells.append("–" if hit is None else
+                         f"{100 * hit['parameters'] / base['parameters']:.0f} / {100 * hit['macs'] / base['macs']:.0f}")
+        lines.append(f"| `{model['name']}` | {base['parameters']:,} / {base['macs'] / 1e6:.1f} M | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def not_run_lines(data: dict) -> list[str]:
+    lines = []
+    for model in data["models"]:
+        if model["status"] != "ok":
+            base = model.get("unpruned")
+            score = f" (unpruned top-1 {pct(base['top1'])}%)" if base else ""
+            lines.append(f"- `{model['name']}`: {model['status'].replace('_', ' ')}{score}: {model['message']}")
+    return lines
+
+
+def paper_table() -> list[str]:
+    lines = ["| paper's model | method | unpruned | " + ratio_header(PAPER_RATIOS) + " |",
+             "|---|---|---|" + "---|" * len(PAPER_RATIOS)]
+    for name, base, rows in PAPER_L2:
+        for i, (method, values) in enumerate(rows.items()):
+            lines.append(f"| {name if i == 0 else ''} | {method} | {base if i == 0 else ''} | "
+                         + " | ".join(f"{v:.2f}" for v in values) + " |")
+    return lines
