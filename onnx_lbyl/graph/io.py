@@ -31,18 +31,28 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{p} is not a readable ONNX model (truncated or not ONNX): {first_line(exc)}")
     except OSError as exc:
         raise InputError(f"cannot read {p}: {exc.strerror or exc}")
-    check_input_model(model, str(p))
+    # A binary file is checked from its path: the checker then reads it in C++ (and finds
+    # its external data), instead of taking a fresh serialisation of the model we hold,
+    # which costs a full copy of the weights in time and memory.
+    binary = onnx.serialization.registry.get_format_from_file_extension(p.suffix) in (None, "protobuf")
+    check_input_model(model, str(p), checker_source=p if binary else None)
     return model
 
 
-def check_input_model(model: onnx.ModelProto, label: str = "input model") -> None:
-    """Reject protobufs that parsed but are not usable ONNX graphs."""
+def check_input_model(
+    model: onnx.ModelProto, label: str = "input model", checker_source: str | os.PathLike | None = None
+) -> None:
+    """Reject protobufs that parsed but are not usable ONNX graphs.
+
+    `checker_source`, the binary file `model` was read from, lets onnx.checker read that
+    file rather than a new serialisation of `model`.
+    """
     if not isinstance(model, onnx.ModelProto):
         raise InputError(f"{label} is not an onnx.ModelProto")
     if len(model.graph.node) == 0 or not model.opset_import:
         raise InputError(f"{label} is not a usable ONNX model (no nodes or no opset)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if checker_source is None else os.fspath(checker_source))
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise InputError(f"{label} is not a valid ONNX model: {first_line(exc)}")
 
