@@ -6,7 +6,9 @@ unexpected error. Every failure prints one line on stderr and leaves no output f
 """
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -67,13 +69,21 @@ def _choices_help(table: dict[str, str]) -> str:
               help="LBYL weight of the bias mismatch relative to the filter mismatch.")
 @click.option("--lambda2", type=float, default=DEFAULT_LAMBDAS.lambda2, show_default=True,
               help="LBYL ridge, relative to the mean squared norm of the kept folded filters.")
+@click.option("--calibration", "calibration_path", metavar="DATA.npz", default=None,
+              help="Optional unlabeled inputs (uint8 `images` get the model's preprocessing, or arrays named "
+                   "like the model's inputs) on which the statistical methods measure the activations "
+                   "instead of using BN statistics or synthetic input. A few hundred images suffice.")
 @click.option("--inputs", "inputs_path", metavar="DATA.npz", default=None,
               help="Validate on these inputs (arrays named like the model's inputs) instead of a random batch.")
 @click.option("--report", "report_path", metavar="FILE.json", default=None,
               help="Also write the report as JSON to this file.")
+@click.option("--benchmark", is_flag=True,
+              help="Also time the original and the pruned model in onnxruntime (CPU) on the validation "
+                   "batch and report both latencies, their ratio and the MACs ratio (adds the `latency` "
+                   "section to the report).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
-                     inputs_path, report_path, quiet) -> None:
+                     inputs_path, report_path, quiet, benchmark, calibration_path=None) -> None:
     """Remove the fraction RATIO of output channels of every prunable Conv in IN.onnx,
     restore with LBYL, validate, and write OUT.onnx.
 
@@ -84,7 +94,7 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
     from .pipeline import compress  # deferred: `--help` stays fast
 
     options = CompressOptions(ratio=ratio, method=method, criterion=criterion, seed=seed,
-                              lambda1=lambda1, lambda2=lambda2).check()
+                              lambda1=lambda1, lambda2=lambda2, calibration=calibration_path).check()
     output = check_output_path(input_path, output_path)
     if report_path is not None:
         check_output_path(input_path, report_path)
@@ -96,12 +106,84 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
             click.echo(f"[{done}/{total}] {layer.name}: {layer.channels_before} -> {layer.channels_after}", err=True)
 
     result = compress(input_path, options, inputs=inputs_path, progress=progress)
+    if benchmark:  # before saving: a failure still leaves no output file
+        from .latency import compare_latency
+        from .validate import load_inputs, random_inputs
+
+        feeds = (random_inputs(result.model, options.validation_batch) if inputs_path is None
+                 else load_inputs(inputs_path, result.model))
+        result.report.latency = compare_latency(input_path, result.model, feeds)
     save_atomic(result.model, output)
     result.report.output = str(output)
     if report_path is not None:
         write_atomic(report_path, (result.report.to_json() + "\n").encode())
     if not quiet:
         click.echo(result.report.summary())
+
+
+@cli.command("eval", epilog=EXIT_CODES)
+@click.argument("model_path", metavar="MODEL.onnx")
+@click.argument("data_path", metavar="DATA")
+@click.option("--compare", "compare_path", metavar="ORIGINAL.onnx", default=None,
+              help="Also score this model on the same inputs and report its top-1 and the prediction agreement.")
+@click.option("--mean", default=None, metavar="M[,M...]",
+              help="Per-channel mean on values scaled to [0, 1] (default: model metadata, else 0).")
+@click.option("--std", default=None, metavar="S[,S...]",
+              help="Per-channel std on values scaled to [0, 1] (default: model metadata, else 1).")
+@click.option("--scale", default=None, metavar="X",
+              help="Multiplies the raw values first, e.g. 1/255 (default: model metadata for integer "
+                   "images, else 1/255 for integer and 1 for float images).")
+@click.option("--batch-size", "-b", type=int, default=256, show_default=True,
+              help="Images per onnxruntime call (a model with a fixed batch axis uses its own).")
+@click.option("--json", "json_path", metavar="FILE.json", default=None,
+              help="Also write the result as JSON to this file.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the results: no header, no progress.")
+def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_size, json_path, quiet) -> None:
+    """Top-1 (and top-5) accuracy of MODEL.onnx on DATA.
+
+    \b
+    DATA is an .npz with `images` (N,C,H,W; uint8 or float) and `labels`
+    (N integers), or a folder DATA/<class>/*.png|jpg whose class folders,
+    sorted by name, give the label indices (needs Pillow: the `images` extra).
+    Images must already have the model's size; nothing is resized.
+    Preprocessing is (x * scale - mean) / std per channel, read by default from
+    the model's `lbyl_eval.preprocess` metadata, which compress keeps in its output.
+    """
+    from .evaluate import Preprocess, evaluate, format_result, parse_floats, parse_scale  # deferred: `--help` stays fast
+
+    if json_path is not None:
+        check_output_path(model_path, json_path)
+    options = {
+        "mean": parse_floats(mean, "--mean") if mean is not None else None,
+        "std": parse_floats(std, "--std") if std is not None else None,
+        "scale": parse_scale(scale, "--scale") if scale is not None else None,
+    }
+    if compare_path is not None and not Path(compare_path).is_file():
+        raise InputError(f"compared model not found: {compare_path}")
+    last = [time.monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        # a line every few seconds, only for runs that take that long: readable in logs too
+        now = time.monotonic()
+        if not quiet and done < total and now - last[0] >= 3.0:
+            last[0] = now
+            click.echo(f"[eval] {done}/{total} images", err=True)
+
+    result = evaluate(model_path, data_path, compare=compare_path, batch_size=batch_size,
+                      progress=progress, **options)
+    if not quiet:
+        click.echo(f"model: {model_path}")
+        if compare_path is not None:
+            click.echo(f"compared with: {compare_path}")
+        click.echo(f"data: {data_path}")
+        click.echo("preprocessing: " + Preprocess(**result.preprocess).describe())
+    click.echo(format_result(result))
+    for warning in result.warnings if not quiet else []:
+        click.echo(f"onnx-lbyl: warning: {warning}", err=True)
+    if json_path is not None:
+        record = {"model": str(model_path), "data": str(data_path),
+                  "compared_with": None if compare_path is None else str(compare_path), **result.to_dict()}
+        write_atomic(json_path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:

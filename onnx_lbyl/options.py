@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 
 from .errors import InputError
 from .graph.chains import APPROXIMATIONS
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
-METHODS = ("lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments")
+METHODS = ("lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments", "moments-greedy",
+           "lbyl-authors")
 METHOD_HELP = {
     "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
     "merge": "Neuron Merging: each removed channel is merged into its most similar kept one",
@@ -19,10 +21,15 @@ METHOD_HELP = {
     "prune-mean": "plain pruning, with each removed channel replaced by its expected value in the next bias",
     "moments": "best linear predictor of removed activations from kept ones under a Gaussian model "
     "of the pre-activations (BN statistics), plus the mean correction",
+    "moments-greedy": "moments, with the removed channels chosen (instead of by --criterion) one at a time "
+    "as the one whose removal adds least expected error to the next layer's output",
+    "lbyl-authors": "LBYL exactly as the authors' code: raw-space problem, BN running variance for the std, "
+    "diagonal bias term, raw coefficients folded; lambda1/lambda2 are their absolute weights",
 }
 # Methods that need statistics of the pre-activations (from BN, or from a data-free probe).
-STATISTICAL_METHODS = ("lbyl-mean", "merge-mean", "prune-mean", "moments")
+STATISTICAL_METHODS = ("lbyl-mean", "merge-mean", "prune-mean", "moments", "moments-greedy")
 STATISTICS_SOURCES = ("auto", "batchnorm", "probe")
+CALIBRATION_FITS = ("activations", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,14 @@ class CompressOptions:
         reaches it replaces `ratio` (layer_ratios and exclude still apply).
     allow_approximate: approximate steps a chain may go through: "maxpool" (MaxPool between
         the activation and the consumer) and "relu6" (Clip(0, 6) as the activation).
+    calibration: optional unlabeled inputs for the statistical methods: an .npz path or a dict
+        of arrays, either named like the model's inputs (used as they are) or a single
+        `images` array (uint8 pixels, or floats in [0, 1]) that gets the model's preprocessing
+        from its `lbyl_eval.preprocess` metadata. With it every chain's statistics are measured
+        on these inputs (replacing BN statistics and the synthetic probe). Never required.
+    calibration_fit: with calibration data, "activations" fits the compensation by least
+        squares (with intercept) on the measured activations themselves; "gaussian" uses only
+        the measured mean/covariance of the pre-activations in the Gaussian model.
     """
 
     ratio: float = 0.3
@@ -59,6 +74,8 @@ class CompressOptions:
     exclude: tuple[str, ...] = ()
     target_macs: float | None = None
     allow_approximate: tuple[str, ...] = ()
+    calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
+    calibration_fit: str = "activations"
 
     def check(self) -> "CompressOptions":
         """Raise InputError naming the first option that is out of range."""
@@ -82,9 +99,21 @@ class CompressOptions:
         unknown = sorted(set(self.allow_approximate) - set(APPROXIMATIONS))
         if unknown:
             raise InputError(f"unknown approximation {unknown[0]!r}; choose from {', '.join(APPROXIMATIONS)}")
+        if self.calibration_fit not in CALIBRATION_FITS:
+            raise InputError(f"unknown calibration fit {self.calibration_fit!r}; choose from {', '.join(CALIBRATION_FITS)}")
+        if self.calibration is not None and not isinstance(self.calibration, (dict, str, os.PathLike)):
+            raise InputError("calibration must be an .npz path or a dict of arrays")
+        if isinstance(self.calibration, (str, os.PathLike)) and not os.path.isfile(self.calibration):
+            raise InputError(f"calibration file not found: {self.calibration}")
         if self.validation_batch < 1:
             raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: a calibration given as arrays is recorded by its shapes only."""
+        data = asdict(replace(self, calibration=None))
+        if isinstance(self.calibration, dict):
+            data["calibration"] = {k: list(getattr(v, "shape", ())) for k, v in self.calibration.items()}
+        elif self.calibration is not None:
+            data["calibration"] = str(self.calibration)
+        return data

@@ -65,7 +65,9 @@ class CompressionReport:
         """A readable account: per-layer channels, sizes before/after, output drift."""
         lines = [
             f"onnx-lbyl {self.tool_version}: method={self.options['method']} "
-            f"criterion={self.options['criterion']} ratio={self.options['ratio']}",
+            f"criterion={'output error (greedy)' if self.options['method'] == 'moments-greedy' else self.options['criterion']} "
+            f"ratio={self.options['ratio']}"
+            + (f" calibration={self.options['calibration']}" if self.options.get("calibration") else ""),
             f"chains found: {self.chains_found}, pruned: {self.chains_pruned}, "
             f"other Convs left alone: {len(self.skipped)}",
         ]

@@ -15,6 +15,8 @@ pre-activation z of MATH.md §1 whether or not a BatchNormalization node is pres
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -41,23 +43,94 @@ def synthetic_images(shape: tuple[int, ...], rng: np.random.Generator) -> np.nda
     return x / x.std(axis=(0, 2, 3), keepdims=True)
 
 
-def probe_moments(model: onnx.ModelProto, chains: list[Chain], feeds: dict[str, np.ndarray]) -> dict[str, GaussianMoments]:
-    """Per chain (keyed by chain.name): mean and covariance over batch and positions of each
-    channel of the Relu input, measured on `feeds` with the unpruned `model`."""
-    names = [chain.relu.inputs[0].name for chain in chains]
+@dataclass(frozen=True)
+class ProbedStatistics:
+    """What one probe run measured for one chain, over batch and positions.
+
+    pre: mean and covariance of the Relu input z (the folded pre-activation).
+    activation_mean, activation_cov: the same for a = Relu(z), measured directly; least squares
+        on the sampled activations (with an intercept) is the `moments` solution with these.
+    """
+
+    pre: GaussianMoments
+    activation_mean: np.ndarray
+    activation_cov: np.ndarray
+
+
+class _Accumulator:
+    """Running sums for a mean and covariance over columns, in float64."""
+
+    def __init__(self) -> None:
+        self.count, self.total, self.outer = 0, None, None
+
+    def add(self, rows: np.ndarray) -> None:  # rows: (channels, samples)
+        if self.total is None:
+            self.total, self.outer = np.zeros(rows.shape[0]), np.zeros((rows.shape[0],) * 2)
+        self.count += rows.shape[1]
+        self.total += rows.sum(axis=1)
+        self.outer += rows @ rows.T
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.total / self.count
+        cov = (self.outer - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
+        return mean, 0.5 * (cov + cov.T)
+
+
+# Published per-channel pixel statistics of natural images on a [0, 1] scale (the ImageNet
+# mean and std every torchvision model uses), averaged over the colour channels: how bright and
+# how contrasted synthetic pixels are when a model declares its preprocessing.
+NATURAL_PIXEL_MEAN = 0.449
+NATURAL_PIXEL_STD = 0.226
+
+
+def synthetic_pixels(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """synthetic_images moved to the pixel domain: uint8 (N, C, H, W) with natural images'
+    mean and contrast, for models whose preprocessing of raw pixels is known (their inputs
+    are then what the model sees in use, e.g. raw 0..255 values for a model without
+    normalisation, rather than an assumed zero mean and unit variance)."""
+    pixels = NATURAL_PIXEL_MEAN + NATURAL_PIXEL_STD * synthetic_images(shape, rng)
+    return np.round(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def probe_statistics(
+    model: onnx.ModelProto, chains: list[Chain], feeds: dict[str, np.ndarray], batch: int = 64
+) -> dict[str, ProbedStatistics]:
+    """Per chain (keyed by chain.name): the statistics of its Relu input and output, measured
+    on `feeds` with the unpruned `model`, `batch` rows per onnxruntime call (all inputs must
+    share the first axis; a model whose batch axis is fixed gets batches of that size, and a
+    final shorter remainder is not used)."""
+    names = [chain.relu.inputs[0].name for chain in chains] + [chain.relu.outputs[0].name for chain in chains]
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     existing = {o.name for o in probe.graph.output}
-    for name in names:
+    for name in dict.fromkeys(names):
         if name not in existing:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    values = session.run(names, feeds)
+    rows = min(int(np.shape(v)[0]) for v in feeds.values())
+    fixed = [i.shape[0] for i in session.get_inputs() if isinstance(i.shape[0], int) and i.shape[0] > 0]
+    step = fixed[0] if fixed else max(1, batch)
+    stops = range(step, rows + 1, step) if fixed else range(step, rows + step, step)
+    pre = [_Accumulator() for _ in chains]
+    post = [_Accumulator() for _ in chains]
+    for stop in stops:
+        start = stop - step
+        part = {k: v[start:min(stop, rows)] for k, v in feeds.items()}
+        values = session.run(names, part)
+        for index, value in enumerate(values):
+            flat = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
+            (pre if index < len(chains) else post)[index % len(chains)].add(flat)
+    if pre and pre[0].count == 0:
+        raise ValueError(f"no complete batch of {step} rows in the probe data ({rows} rows)")
     result = {}
-    for chain, value in zip(chains, values):
-        z = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
-        mean = z.mean(axis=1)
-        centred = z - mean[:, None]
-        cov = centred @ centred.T / max(z.shape[1] - 1, 1)
-        result[chain.name] = GaussianMoments(mean, cov)
+    for chain, zs, acts in zip(chains, pre, post):
+        mean, cov = zs.moments()
+        a_mean, a_cov = acts.moments()
+        result[chain.name] = ProbedStatistics(GaussianMoments(mean, cov), a_mean, a_cov)
     return result
+
+
+def probe_moments(model: onnx.ModelProto, chains: list[Chain], feeds: dict[str, np.ndarray]) -> dict[str, GaussianMoments]:
+    """Per chain (keyed by chain.name): mean and covariance over batch and positions of each
+    channel of the Relu input, measured on `feeds` with the unpruned `model`."""
+    return {name: stats.pre for name, stats in probe_statistics(model, chains, feeds).items()}

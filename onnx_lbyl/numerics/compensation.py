@@ -165,3 +165,44 @@ def moment_coefficients(
         return scipy.linalg.cho_solve(scipy.linalg.cho_factor(cpp), cpj)
     except np.linalg.LinAlgError:
         return scipy.linalg.lstsq(cpp, cpj)[0]
+
+
+def lbyl_authors_coefficients(
+    layer: ChannelLayer, kept: np.ndarray, removed: np.ndarray, lambda1: float, lambda2: float
+) -> np.ndarray:
+    """LBYL exactly as the authors' public code computes it (MATH.md §6, ANCHORS.md §1.2–1.3).
+
+    In raw (unfolded) filter space, with "sigma" = BN running variance (D2), for each removed j:
+
+        a_k = mu_k - sigma_k beta_k / gamma_k,   K_k = (gamma_j / gamma_k)(sigma_k / sigma_j),
+        r = gamma_j / sigma_j,                  b = gamma_j mu_j / sigma_j - beta_j,
+        s = (X^T X + diag(lambda1 r^2 a.a + lambda2 K^2))^{-1} (X^T w_j + lambda1 r b a),
+
+    X the kept raw filters as columns. The bias term's rank-one Hessian lambda1 r^2 a a^T is the
+    scalar lambda1 r^2 (a.a) on the diagonal (D1), and the raw s is what gets folded (D3).
+    lambda1, lambda2 are the authors' absolute weights (their published values are 1e-6..5e-4
+    and 1e-4..0.07), not the relative ones of `lbyl_coefficients`. A Conv bias is a shift of the
+    BN mean (mu - bias). Without BN (gamma = sigma = 1, mu = 0, beta = 0) this is ANCHORS §1.4's
+    reduction: K = 1, a_k = -bias_k, r = 1, b = -bias_j.
+    """
+    s_mat = np.zeros((kept.size, removed.size))
+    if kept.size == 0 or removed.size == 0:
+        return s_mat
+    sigma = layer.var  # D2: the running variance where the standard deviation belongs
+    gamma, beta = layer.gamma, layer.beta
+    mu = layer.mean - layer.raw_bias
+    x = layer.raw_filters[kept].T  # (d, p)
+    a = mu[kept] - sigma[kept] * beta[kept] / gamma[kept]
+    gram = x.T @ x
+    for col, j in enumerate(removed):
+        k_scale = (gamma[j] / gamma[kept]) * (sigma[kept] / sigma[j])
+        r = gamma[j] / sigma[j]
+        b = gamma[j] * mu[j] / sigma[j] - beta[j]
+        matrix = gram.copy()
+        matrix[np.diag_indices_from(matrix)] += lambda1 * r * r * float(a @ a) + lambda2 * k_scale**2
+        rhs = x.T @ layer.raw_filters[j] + lambda1 * r * b * a
+        try:
+            s_mat[:, col] = scipy.linalg.solve(matrix, rhs, assume_a="pos")
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            s_mat[:, col] = scipy.linalg.lstsq(matrix, rhs)[0]
+    return s_mat
