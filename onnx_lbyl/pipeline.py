@@ -19,6 +19,7 @@ from . import __version__
 from .errors import NothingToPruneError, first_line, InputError
 from .graph.chains import Chain, find_chains, node_label
 from .graph.cost import model_cost, node_macs
+from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
 from .graph.io import check_input_model, load_model
 from .graph.probe import ProbedStatistics, probe_statistics, synthetic_images, synthetic_pixels
@@ -310,7 +311,7 @@ def _export(graph: gs.Graph, template: onnx.ModelProto, options: CompressOptions
     props["onnx_lbyl.options"] = json.dumps(options.to_dict(), sort_keys=True)
     onnx.helper.set_model_props(model, props)
     try:
-        return onnx.shape_inference.infer_shapes(model)
+        return infer_shapes(model)
     except Exception:
         return model  # strict inference in validation says what is wrong
 

@@ -8,6 +8,7 @@ authors' criteria and Neuron Merging's rule are defined on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -62,22 +63,22 @@ class ChannelLayer:
     def channels(self) -> int:
         return self.raw_filters.shape[0]
 
-    @property
+    @cached_property  # read many times per layer; computed once
     def std(self) -> np.ndarray:
         """sd_i = sqrt(var_i + eps): what BN divides by."""
         return np.sqrt(self.var + self.eps)
 
-    @property
+    @cached_property  # read many times per layer; computed once
     def scale(self) -> np.ndarray:
         """gamma_i / sd_i: the factor BN folding multiplies filter i by."""
         return self.gamma / self.std
 
-    @property
+    @cached_property  # read many times per layer; computed once
     def folded_filters(self) -> np.ndarray:
         """w^_i = (gamma_i / sd_i) w_i, shape (n, d)."""
         return self.raw_filters * self.scale[:, None]
 
-    @property
+    @cached_property  # read many times per layer; computed once
     def folded_bias(self) -> np.ndarray:
         """b^_i = beta_i + gamma_i (b_i - mu_i) / sd_i, shape (n,)."""
         return self.beta + self.scale * (self.raw_bias - self.mean)
