@@ -18,7 +18,8 @@ from .errors import InputError, LbylError
 from .graph.io import check_output_path, save_atomic, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
-from .options import METHOD_HELP, METHODS, CompressOptions
+from .graph.chains import APPROXIMATION_HELP
+from .options import DEFAULT_METHOD, METHOD_HELP, METHODS, CompressOptions
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
 
@@ -60,7 +61,7 @@ def _choices_help(table: dict[str, str]) -> str:
 @click.argument("output_path", metavar="OUT.onnx")
 @click.option("--ratio", "-r", type=float, default=0.3, show_default=True,
               help="Fraction of output channels removed from every prunable Conv, in [0, 1).")
-@click.option("--method", type=click.Choice(METHODS), default="lbyl", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="How removed channels are compensated. " + _choices_help(METHOD_HELP) + ".")
 @click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l2", show_default=True,
               help="Which channels are removed (lowest first). " + _choices_help(CRITERION_HELP) + ".")
@@ -73,6 +74,17 @@ def _choices_help(table: dict[str, str]) -> str:
               help="Optional unlabeled inputs (uint8 `images` get the model's preprocessing, or arrays named "
                    "like the model's inputs) on which the statistical methods measure the activations "
                    "instead of using BN statistics or synthetic input. A few hundred images suffice.")
+@click.option("--layer-ratio", "layer_ratio", metavar="PATTERN=R", multiple=True,
+              help="Ratio R for the layers whose name matches the shell-style PATTERN (repeatable; the last match wins).")
+@click.option("--exclude", metavar="PATTERN", multiple=True,
+              help="Never prune the layers whose name matches PATTERN (repeatable).")
+@click.option("--target-macs", type=float, default=None, metavar="F",
+              help="Remove this fraction of the model's MACs instead of a fixed --ratio (the smallest uniform ratio that reaches it).")
+@click.option("--allow-approximate", type=click.Choice(sorted(APPROXIMATION_HELP)), multiple=True,
+              help="Also prune through steps where the compensation is approximate: "
+                   + _choices_help(APPROXIMATION_HELP) + " (repeatable; reported as approximate).")
+@click.option("--round-to", type=int, default=1, show_default=True, metavar="N",
+              help="Round kept channel counts up to a multiple of N; 4 puts every Conv on onnxruntime's fast CPU kernels.")
 @click.option("--inputs", "inputs_path", metavar="DATA.npz", default=None,
               help="Validate on these inputs (arrays named like the model's inputs) instead of a random batch.")
 @click.option("--report", "report_path", metavar="FILE.json", default=None,
@@ -83,18 +95,25 @@ def _choices_help(table: dict[str, str]) -> str:
                    "section to the report).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
-                     inputs_path, report_path, quiet, benchmark, calibration_path=None) -> None:
-    """Remove the fraction RATIO of output channels of every prunable Conv in IN.onnx,
-    restore with LBYL, validate, and write OUT.onnx.
+                     inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
+                     exclude=(), target_macs=None, allow_approximate=(), round_to=1) -> None:
+    """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
+    move what they carried into the next layer, validate, and write OUT.onnx.
 
-    A prunable chain is Conv -> [BatchNormalization] -> Relu -> Conv whose middle tensors
-    nothing else reads; residual-coupled Convs, grouped Convs and shared or input-fed
+    A prunable chain is Conv/Gemm/MatMul -> [BatchNormalization] -> Relu -> [Identity,
+    Dropout, zero Pad, average pooling, Flatten] -> Conv/Gemm/MatMul whose middle tensors
+    nothing else reads; residual-coupled layers, grouped Convs and shared or input-fed
     weights are left alone and listed in the report. The input file is never modified.
     """
     from .pipeline import compress  # deferred: `--help` stays fast
 
+    from .planning import parse_layer_ratio
+
     options = CompressOptions(ratio=ratio, method=method, criterion=criterion, seed=seed,
-                              lambda1=lambda1, lambda2=lambda2, calibration=calibration_path).check()
+                              lambda1=lambda1, lambda2=lambda2, calibration=calibration_path,
+                              layer_ratios=tuple(parse_layer_ratio(text) for text in layer_ratio),
+                              exclude=tuple(exclude), target_macs=target_macs,
+                              allow_approximate=tuple(allow_approximate), round_to=round_to).check()
     output = check_output_path(input_path, output_path)
     if report_path is not None:
         check_output_path(input_path, report_path)

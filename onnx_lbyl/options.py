@@ -10,8 +10,9 @@ from .graph.chains import APPROXIMATIONS
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
-METHODS = ("lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments", "moments-greedy",
+METHODS = ("moments-greedy", "lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments",
            "lbyl-authors")
+DEFAULT_METHOD = "moments-greedy"  # why: README, "Which method is the default"
 METHOD_HELP = {
     "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
     "merge": "Neuron Merging: each removed channel is merged into its most similar kept one",
@@ -52,6 +53,7 @@ class CompressOptions:
         reaches it replaces `ratio` (layer_ratios and exclude still apply).
     allow_approximate: approximate steps a chain may go through: "maxpool" (MaxPool between
         the activation and the consumer) and "relu6" (Clip(0, 6) as the activation).
+    round_to: kept channel counts are rounded up to a multiple of this (1: no rounding).
     calibration: optional unlabeled inputs for the statistical methods: an .npz path or a dict
         of arrays, either named like the model's inputs (used as they are) or a single
         `images` array (uint8 pixels, or floats in [0, 1]) that gets the model's preprocessing
@@ -63,7 +65,7 @@ class CompressOptions:
     """
 
     ratio: float = 0.3
-    method: str = "lbyl"
+    method: str = DEFAULT_METHOD
     criterion: str = "l2"
     seed: int = 0
     lambda1: float = DEFAULT_LAMBDAS.lambda1
@@ -74,6 +76,7 @@ class CompressOptions:
     exclude: tuple[str, ...] = ()
     target_macs: float | None = None
     allow_approximate: tuple[str, ...] = ()
+    round_to: int = 1
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
 
@@ -105,6 +108,8 @@ class CompressOptions:
             raise InputError("calibration must be an .npz path or a dict of arrays")
         if isinstance(self.calibration, (str, os.PathLike)) and not os.path.isfile(self.calibration):
             raise InputError(f"calibration file not found: {self.calibration}")
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise InputError(f"round-to must be a whole number >= 1, got {self.round_to!r}")
         if self.validation_batch < 1:
             raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
         return self

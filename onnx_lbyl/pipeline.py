@@ -35,7 +35,7 @@ from .numerics.compensation import (
 )
 from .numerics.elimination import greedy_output_elimination
 from .numerics.folding import ChannelLayer
-from .numerics.selection import kept_count, select_channels
+from .numerics.selection import select_channels
 from .numerics.statistics import (
     GaussianMoments,
     bias_correction,
@@ -45,7 +45,7 @@ from .numerics.statistics import (
     residual_mean,
 )
 from .options import STATISTICAL_METHODS, CompressOptions
-from .planning import ChainShape, layer_ratios, ratio_for_target_macs
+from .planning import ChainShape, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .report import CompressionReport, LayerReport, SkippedReport
 from .validate import load_inputs, model_inputs, random_inputs, validate
 
@@ -90,13 +90,13 @@ def compress(
             f"no prunable chain found: looked for {PATTERN}; {len(skipped)} layer(s) checked"
             + (f", e.g. {skipped[0].node}: {skipped[0].reason}" if skipped else "")
         )
-    ratios = _chain_ratios(model, chains, options)
+    keeps = _kept_per_chain(model, chains, options)
 
     rng = np.random.default_rng(options.seed)
     probed = _probe(model, chains, options)
     layers = []
     for index, chain in enumerate(chains, start=1):
-        layers.append(_prune_chain(chain, ratios[chain.name], options, rng, graph, probed.get(chain.name)))
+        layers.append(_prune_chain(chain, keeps[chain.name], options, rng, graph, probed.get(chain.name)))
         if progress is not None:
             progress(index, len(chains), layers[-1])
 
@@ -197,19 +197,20 @@ def _chain_moments(chain: Chain, layer: ChannelLayer, options: CompressOptions, 
     return moments_from_batchnorm(layer)
 
 
-def _chain_ratios(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions) -> dict[str, float]:
-    """The ratio of every chain after per-layer rules and the MACs target (planning)."""
+def _kept_per_chain(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions) -> dict[str, int]:
+    """The channels every chain keeps after per-layer rules, the MACs target and rounding."""
     shapes = [ChainShape(c.name, c.producer.outputs[0].name, c.consumer.outputs[0].name,
                          HANDLERS[c.producer.op].out_channels(c.producer)) for c in chains]
     ratio = options.ratio
     if options.target_macs is not None:
-        ratio = ratio_for_target_macs(shapes, node_macs(model), options.target_macs, options.layer_ratios, options.exclude)
-    return layer_ratios(shapes, ratio, options.layer_ratios, options.exclude)
+        ratio = ratio_for_target_macs(shapes, node_macs(model), options.target_macs, options.layer_ratios,
+                                      options.exclude, options.round_to)
+    return kept_per_chain(shapes, layer_ratios(shapes, ratio, options.layer_ratios, options.exclude), options.round_to)
 
 
 def _prune_chain(
     chain: Chain,
-    ratio: float,
+    keep: int,
     options: CompressOptions,
     rng: np.random.Generator,
     graph: gs.Graph | None = None,
@@ -222,13 +223,13 @@ def _prune_chain(
         activation_mean, activation_cov = _activation_moments(chain, layer, options, probed)
         if options.method == "moments-greedy":
             kept, removed, coefficients, _ = greedy_output_elimination(
-                activation_cov, old_next, kept_count(layer.channels, ratio))
+                activation_cov, old_next, keep)
         else:
-            kept, removed = select_channels(layer, ratio, options.criterion, rng)
+            kept, removed = select_channels(layer, keep, options.criterion, rng)
             coefficients = _statistical_coefficients(layer, kept, removed, options, activation_cov)
         delta = bias_correction(old_next, removed, residual_mean(coefficients, kept, removed, activation_mean))
     else:
-        kept, removed = select_channels(layer, ratio, options.criterion, rng)
+        kept, removed = select_channels(layer, keep, options.criterion, rng)
         coefficients, delta = _coefficients(layer, kept, removed, options), None
     new_next = fold_into_next_layer(old_next, kept, removed, coefficients)
     apply_pruning(chain, kept, new_next)

@@ -44,13 +44,26 @@ def layer_ratios(
     return ratios
 
 
-def macs_after(chains: Sequence[ChainShape], node_macs: Mapping[str, int], ratios: Mapping[str, float]) -> int:
-    """MACs once every chain keeps kept_count(channels, ratio) channels: each layer's MACs
-    scale with the kept share of its output channels (as a producer) and of its input
-    channels (as a consumer); a bottleneck's middle Conv is both."""
+def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
+    """kept_count(channels, ratio) rounded up to a multiple of `round_to` (never above
+    `channels`): onnxruntime's fast CPU convolution kernels want channel counts that are
+    multiples of 4 (bench/latency.py measures what rounding buys)."""
+    keep = kept_count(channels, ratio)
+    return min(channels, -(-keep // round_to) * round_to)
+
+
+def kept_per_chain(chains: Sequence[ChainShape], ratios: Mapping[str, float], round_to: int = 1) -> dict[str, int]:
+    return {c.name: kept_channels(c.channels, ratios[c.name], round_to) for c in chains}
+
+
+def macs_after(chains: Sequence[ChainShape], node_macs: Mapping[str, int], ratios: Mapping[str, float],
+               round_to: int = 1) -> int:
+    """MACs once every chain keeps kept_channels(channels, ratio, round_to) channels: each
+    layer's MACs scale with the kept share of its output channels (as a producer) and of its
+    input channels (as a consumer); a bottleneck's middle Conv is both."""
     scale = {name: 1.0 for name in node_macs}
     for chain in chains:
-        share = kept_count(chain.channels, ratios[chain.name]) / chain.channels
+        share = kept_channels(chain.channels, ratios[chain.name], round_to) / chain.channels
         for node in (chain.producer, chain.consumer):
             if node in scale:
                 scale[node] *= share
@@ -63,6 +76,7 @@ def ratio_for_target_macs(
     target_reduction: float,
     per_layer: Sequence[tuple[str, float]] = (),
     exclude: Sequence[str] = (),
+    round_to: int = 1,
 ) -> float:
     """The smallest uniform ratio (to 1e-4) whose pruned model has at most
     (1 - target_reduction) of the original MACs, other rules applied as given."""
@@ -72,11 +86,11 @@ def ratio_for_target_macs(
     goal = total * (1.0 - target_reduction)
 
     def reached(r: float) -> bool:
-        return macs_after(chains, node_macs, layer_ratios(chains, r, per_layer, exclude)) <= goal
+        return macs_after(chains, node_macs, layer_ratios(chains, r, per_layer, exclude), round_to) <= goal
 
     high = 0.9999
     if not reached(high):
-        best = 1 - macs_after(chains, node_macs, layer_ratios(chains, high, per_layer, exclude)) / total
+        best = 1 - macs_after(chains, node_macs, layer_ratios(chains, high, per_layer, exclude), round_to) / total
         raise InputError(
             f"a {100 * target_reduction:.1f}% MACs reduction is out of reach: pruning every "
             f"prunable chain as far as possible removes {100 * best:.1f}%"

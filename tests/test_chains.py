@@ -43,7 +43,8 @@ def test_resnet_block_prunes_only_the_internal_conv():
     assert "also feeds other nodes (Add, Conv)" in reasons["w_stem"]
     assert "followed by Add, not Relu" in reasons["w_b"]
     widths = {t.name: list(t.dims) for t in result.model.graph.initializer}
-    assert widths == {"w_stem": [4, 4, 3, 3], "w_a": [2, 4, 3, 3], "w_b": [4, 2, 3, 3]}
+    assert {k: widths[k] for k in ("w_stem", "w_a", "w_b")} == {
+        "w_stem": [4, 4, 3, 3], "w_a": [2, 4, 3, 3], "w_b": [4, 2, 3, 3]}
     x = rng.standard_normal((2, 4, 6, 6))
     assert run(result.model, x)[0].shape == (2, 4, 6, 6)
 

@@ -45,7 +45,7 @@ def test_shipped_model_end_to_end(tmp_path):
     assert data["chains_found"] == 9 and data["chains_pruned"] == 9
     assert data["parameters_after"] < data["parameters_before"]
     assert data["macs_after"] < data["macs_before"]
-    assert data["options"]["method"] == "lbyl" and data["options"]["ratio"] == 0.3
+    assert data["options"]["method"] == "moments-greedy" and data["options"]["ratio"] == 0.3
     assert [layer["channels_after"] for layer in data["layers"]] == [11] * 3 + [22] * 3 + [44] * 3
     assert data["validation"]["checker"] and data["validation"]["runtime"]
     assert 0.0 <= data["validation"]["outputs"][0]["top1_agreement"] <= 1.0
@@ -73,7 +73,8 @@ def test_help_and_version(capsys):
     assert "onnx-lbyl IN.onnx OUT.onnx --ratio 0.3" in capsys.readouterr().out
     assert main(["compress", "--help"]) == 0
     text = capsys.readouterr().out
-    for option in ("--ratio", "--method", "--criterion", "--seed", "--lambda1", "--lambda2", "--report", "--quiet"):
+    for option in ("--ratio", "--method", "--criterion", "--seed", "--lambda1", "--lambda2", "--report", "--quiet",
+                   "--calibration", "--layer-ratio", "--exclude", "--target-macs", "--allow-approximate", "--round-to"):
         assert option in text
     assert main(["--version"]) == 0
 
@@ -107,13 +108,17 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "output is folder": ([str(good), str(tmp_path)], "output path is a directory"),
         "unknown method": ([str(good), out, "--method", "magic"], "Invalid value for '--method'"),
         "missing inputs": ([str(good), out, "--inputs", str(tmp_path / "none.npz")], "inputs file not found"),
+        "bad layer ratio": ([str(good), out, "--layer-ratio", "layer1"], "PATTERN=RATIO"),
+        "bad target": ([str(good), out, "--target-macs", "1.5"], "target MACs reduction must be a fraction in (0, 1)"),
+        "bad rounding": ([str(good), out, "--round-to", "0"], "round-to must be a whole number >= 1"),
+        "unreachable target": ([str(good), out, "--target-macs", "0.99"], "out of reach"),
     }
 
 
 BAD_CASES = [
     "missing", "empty", "truncated", "not onnx", "output is input", "ratio one", "ratio negative",
     "ratio nan", "ratio text", "nothing prunable", "missing folder", "output is folder",
-    "unknown method", "missing inputs",
+    "unknown method", "missing inputs", "bad layer ratio", "bad target", "bad rounding", "unreachable target",
 ]
 
 
@@ -130,3 +135,14 @@ def test_bad_input_gives_one_line_exit_2_and_no_file(case, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("onnx-lbyl: error: "), err
     assert message in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temp file
+
+
+def test_per_layer_options_and_rounding_on_the_command_line(tmp_path):
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    args = [str(SHIPPED), str(out), "-q", "--report", str(report), "--layer-ratio", "/layer3/*=0.5",
+            "--exclude", "/layer1/layer1.0/*", "--round-to", "4", "--method", "prune"]
+    assert main(args) == 0
+    layers = {layer["name"]: layer["channels_after"] for layer in json.loads(report.read_text())["layers"]}
+    assert layers["/layer1/layer1.0/conv1/Conv"] == 16  # excluded
+    assert layers["/layer1/layer1.1/conv1/Conv"] == 12  # 11 rounded up to a multiple of 4
+    assert layers["/layer3/layer3.0/conv1/Conv"] == 32  # per-layer ratio 0.5

@@ -30,7 +30,11 @@ BATCHNORM_PARAMS = ("scale", "B", "input_mean", "input_var")
 CHANNELWISE_EXACT = ("Identity", "Dropout", "AveragePool", "GlobalAveragePool", "Pad")
 CHANNELWISE_APPROXIMATE = {"MaxPool": "maxpool", "GlobalMaxPool": "maxpool"}
 FLATTENING = ("Flatten", "Reshape")
-APPROXIMATIONS = ("maxpool", "relu6")
+APPROXIMATION_HELP = {
+    "maxpool": "MaxPool between the activation and the next layer (max does not commute with sums)",
+    "relu6": "Clip(0, 6)/ReLU6 as the activation (not positively homogeneous above 6)",
+}
+APPROXIMATIONS = tuple(APPROXIMATION_HELP)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def kept_count(channels: int, ratio: float) -> int:
 
 
 def select_channels(
-    layer: ChannelLayer, ratio: float, criterion: str, rng: np.random.Generator
+    layer: ChannelLayer, keep: int, criterion: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split channel indices into (kept, removed), each sorted ascending.
 
@@ -78,7 +78,6 @@ def select_channels(
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     n = layer.channels
-    keep = kept_count(n, ratio)
     scores = CRITERIA[criterion](layer, rng)
     order = np.argsort(-scores, kind="stable")  # highest score first
     kept = np.sort(order[:keep])

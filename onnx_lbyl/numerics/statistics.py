@@ -176,5 +176,7 @@ def bias_correction(next_weight: np.ndarray, removed: np.ndarray, expected_resid
     """MATH.md §5: delta b2[m] = sum_j E[r_j] * sum(W2[m, j, ...]), from the next layer's
     weight *before* the removed slices were dropped (exact away from zero-padded borders)."""
     w = np.moveaxis(np.asarray(next_weight, dtype=np.float64), axis, 1)
+    if removed.size == 0:
+        return np.zeros(w.shape[0])
     per_channel = w[:, removed].reshape(w.shape[0], removed.size, -1).sum(axis=2)  # (m, r)
     return per_channel @ expected_residual
