@@ -49,6 +49,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DEFAULT_SHARED = ROOT.parent / "shared"
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
+# The default method, the default with calibration data, LBYL and the two baselines; every
+# other method can be asked for with --methods.
+CALIBRATED = "+calibration"
+CALIBRATION_IMAGES = 512  # the first 512 test images calibrate; the other 9,488 score
+DEFAULT_METHODS = ("moments-greedy", "moments-greedy" + CALIBRATED, "lbyl", "merge", "prune")
+ALL_METHODS = tuple(METHODS) + tuple(m + CALIBRATED for m in METHODS)
 DATASETS = {"cifar10": "cifar10_test.npz", "fashion_mnist": "fashion_mnist_test.npz"}
 PROTOCOL = ("One ratio for every prunable layer; criterion as listed (l2 unless stated); every other "
             "compression setting is the CompressOptions default, fixed before scoring (nothing tuned on "
@@ -130,7 +136,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", metavar="NAME",
                    help="model names in SHARED/models (with or without .onnx) or paths to .onnx files "
                         "(default: every model whose lbyl_eval.dataset has test data)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(ALL_METHODS),
+                   help=f"methods to run; METHOD{CALIBRATED} calibrates on the first {CALIBRATION_IMAGES} test "
+                        "images (no labels) and is scored on the rest")
     p.add_argument("--criteria", nargs="+", default=["l2"], metavar="CRITERION",
                    help="selection criteria (default: l2)")
     p.add_argument("--ratios", nargs="+", type=float, default=list(DEFAULT_RATIOS))
@@ -218,23 +226,36 @@ def score(task: Task, batch_size: int) -> dict:
     compress_seconds, report = 0.0, None
     if task.setting is not None:
         criterion, method, ratio = task.setting
+        calibration = None
+        if method.endswith(CALIBRATED):
+            method = method[: -len(CALIBRATED)]
+            calibration = {"images": _dataset(task.data).images[:CALIBRATION_IMAGES]}
         started = time.perf_counter()
         try:
-            result = compress(model, CompressOptions(ratio=ratio, method=method, criterion=criterion))
+            result = compress(model, CompressOptions(ratio=ratio, method=method, criterion=criterion,
+                                                     calibration=calibration))
         except NothingToPruneError as exc:
             return {"nothing_to_prune": str(exc)}
         compress_seconds = time.perf_counter() - started
         model, report = result.model, result.report
-    scored = evaluate(model, _dataset(task.data), batch_size=batch_size, threads=_THREADS)
+    dataset = _dataset(task.data)
+    scored = evaluate(model, dataset, batch_size=batch_size, threads=_THREADS)
+    held_out = float(np.mean(np.asarray(scored.predictions)[CALIBRATION_IMAGES:] == dataset.labels[CALIBRATION_IMAGES:]))
     outcome = {"top1": scored.top1, "top5": scored.top5, "count": scored.count, "preprocess": scored.preprocess,
-               "eval_seconds": scored.seconds, "predictions": scored.predictions}
+               "eval_seconds": scored.seconds, "predictions": scored.predictions,
+               "top1_heldout": held_out}  # on the images no calibration ever sees, for every setting
+    if task.setting is not None and task.setting[1].endswith(CALIBRATED):
+        outcome.update(top1=held_out, top5=None, count=len(dataset) - CALIBRATION_IMAGES,
+                       scored_on=f"test images {CALIBRATION_IMAGES}..{len(dataset) - 1} (calibrated on the first "
+                                 f"{CALIBRATION_IMAGES}, without labels)")
     if report is None:
         cost = model_cost(model)
         outcome.update(parameters=cost.parameters, macs=cost.macs)
     else:
         outcomes = report.validation.outputs if report.validation else []
         outcome.update(
-            options=report.options,
+            options={k: v for k, v in report.options.items() if k != "calibration"},
+            calibration_images=CALIBRATION_IMAGES if task.setting[1].endswith(CALIBRATED) else 0,
             parameters=report.parameters_after,
             macs=report.macs_after,
             chains_pruned=report.chains_pruned,
@@ -330,6 +351,8 @@ def markdown(data: dict) -> str:
         "## Top-1 (%) on the full test set",
         "",
         *tables.accuracy_table(data),
+        "",
+        tables.CALIBRATION_NOTE,
         "",
         "## What is left (% of the unpruned parameters / MACs per sample; the same for every method)",
         "",

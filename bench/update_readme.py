@@ -36,6 +36,8 @@ def section(data: dict, names: list[str] | None = None, methods: list[str] | Non
         "Sizes, timings and plots: [bench/results/accuracy.md](bench/results/accuracy.md).",
         "",
         *tables.accuracy_table(data, names, methods),
+        "",
+        tables.CALIBRATION_NOTE,
     ]
     skipped = tables.not_run_lines(data)
     if skipped:
