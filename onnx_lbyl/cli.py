@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .errors import InputError, LbylError
-from .graph.io import check_output_path, save_atomic, write_atomic
+from .graph.io import check_output_path, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
@@ -124,15 +124,19 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
         if not quiet:
             click.echo(f"[{done}/{total}] {layer.name}: {layer.channels_before} -> {layer.channels_after}", err=True)
 
-    result = compress(input_path, options, inputs=inputs_path, progress=progress)
-    if benchmark:  # before saving: a failure still leaves no output file
-        from .latency import compare_latency
-        from .validate import load_inputs, random_inputs
+    result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output)
+    try:
+        if benchmark:  # before saving: a failure still leaves no output file
+            from .latency import compare_latency
+            from .validate import load_inputs, random_inputs
 
-        feeds = (random_inputs(result.model, options.validation_batch) if inputs_path is None
-                 else load_inputs(inputs_path, result.model))
-        result.report.latency = compare_latency(input_path, result.model, feeds)
-    save_atomic(result.model, output)
+            feeds = (random_inputs(result.model, options.validation_batch) if inputs_path is None
+                     else load_inputs(inputs_path, result.model))
+            pruned = result.model if result.staged is None else result.staged.path  # large: from its file
+            result.report.latency = compare_latency(input_path, pruned, feeds)
+        result.save(output)
+    finally:
+        result.discard()
     result.report.output = str(output)
     if report_path is not None:
         write_atomic(report_path, (result.report.to_json() + "\n").encode())

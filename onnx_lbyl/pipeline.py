@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -21,7 +22,8 @@ from .graph.chains import Chain, find_chains, node_label
 from .graph.cost import model_cost, node_macs
 from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
-from .graph.io import check_input_model, load_model
+from .graph.external import Scratch, StagedModel, is_large, without_weights
+from .graph.io import check_input_model, load_model, save_atomic
 from .graph.probe import ProbedStatistics, probe_statistics, synthetic_images, synthetic_pixels
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
 from .numerics.compensation import (
@@ -58,8 +60,29 @@ PATTERN = (
 
 @dataclass
 class CompressionResult:
+    """The pruned model and its report.
+
+    `staged` is set for a large model compressed with an `output`: the validated files,
+    waiting beside the output; `save` moves them into place, `discard` removes them."""
+
     model: onnx.ModelProto
     report: CompressionReport
+    staged: StagedModel | None = None
+
+    def save(self, output: str | os.PathLike) -> None:
+        """Write the model to `output` atomically (OUT.onnx + OUT.onnx.data when large)."""
+        if self.staged is not None and self.staged.folder is not None and self.staged.output == Path(output):
+            try:
+                self.staged.commit()
+            except OSError as exc:
+                raise InputError(f"cannot write {output}: {exc.strerror or exc}")
+        else:
+            save_atomic(self.model, output)
+
+    def discard(self) -> None:
+        """Remove staged files not moved into place (safe to call after `save`)."""
+        if self.staged is not None:
+            self.staged.discard()
 
 
 def compress(
@@ -67,15 +90,29 @@ def compress(
     options: CompressOptions | None = None,
     inputs: str | os.PathLike | dict[str, np.ndarray] | None = None,
     progress: Progress | None = None,
+    output: str | os.PathLike | None = None,
 ) -> CompressionResult:
     """Prune and restore `model` (a ModelProto or a path) and return the validated result.
 
     `inputs` optionally replaces the random validation batch: an .npz path or a dict of
     arrays keyed by input name. The input model is never modified. Raises InputError for
     unusable input and ValidationError if the result fails a check.
+
+    Large models (graph.external.is_large; a path may name a model with external data) are
+    checked and run from files: temporary folders beside `output` when it is given (then
+    the validated pruned files are kept for CompressionResult.save), else in the system's
+    temporary folder. Nothing temporary outlives the call except those staged files.
     """
+    scratch = Scratch(None if output is None else Path(output).parent)
+    try:
+        return _compress(model, (options or CompressOptions()).check(), inputs, progress, output, scratch)
+    finally:
+        scratch.close()
+
+
+def _compress(model, options: CompressOptions, inputs, progress: Progress | None,
+              output: str | os.PathLike | None, scratch: Scratch) -> CompressionResult:
     started = time.perf_counter()
-    options = (options or CompressOptions()).check()
     source = None
     if isinstance(model, (str, os.PathLike)):
         source = str(model)
@@ -93,7 +130,7 @@ def compress(
     keeps = _kept_per_chain(model, chains, options)
 
     rng = np.random.default_rng(options.seed)
-    probed = _probe(model, chains, options)
+    probed = _probe(model, chains, options, scratch)
     layers = []
     for index, chain in enumerate(chains, start=1):
         layers.append(_prune_chain(chain, keeps[chain.name], options, rng, graph, probed.get(chain.name)))
@@ -101,9 +138,28 @@ def compress(
             progress(index, len(chains), layers[-1])
 
     pruned = _export(graph, model, options)
+    del graph, chains, chain  # they hold the edited weights, now copied into `pruned`
+    original_path = None
+    if is_large(model):
+        # onnxruntime reads the original from a file; the weights we hold can go, if ours
+        original_path = source if source is not None else scratch.original(model)
+        if source is not None:
+            model = without_weights(model)
     feeds, label = _validation_batch(model, inputs, options)
     nothing_removed = not any(layer.removed for layer in layers)
-    validation = validate(model, pruned, feeds, label, expect_identical=nothing_removed)
+    staged = None
+    if is_large(pruned):
+        staged = StagedModel(pruned, output if output is not None else scratch.folder / "pruned.onnx")
+    try:
+        validation = validate(model, pruned, feeds, label, expect_identical=nothing_removed,
+                              original_path=original_path, pruned_path=None if staged is None else staged.path)
+    except BaseException:
+        if staged is not None:
+            staged.discard()
+        raise
+    if output is None and staged is not None:
+        staged.discard()
+        staged = None
 
     before, after = model_cost(model), model_cost(pruned)
     report = CompressionReport(
@@ -119,23 +175,24 @@ def compress(
         validation=validation,
     )
     report.seconds = round(time.perf_counter() - started, 3)
-    return CompressionResult(pruned, report)
+    return CompressionResult(pruned, report, staged)
 
 
 PROBE_BATCH = 32  # synthetic images for the data-free probe (graph.probe)
 
 
-def _probe(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions) -> dict[str, ProbedStatistics]:
+def _probe(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions,
+           scratch: Scratch | None = None) -> dict[str, ProbedStatistics]:
     """Statistics measured on the calibration data for every chain when there is some, else on
     synthetic input for the chains that need them (graph.probe)."""
     if options.method not in STATISTICAL_METHODS:
         return {}
     if options.calibration is not None:
-        return probe_statistics(model, chains, calibration_feeds(model, options.calibration))
+        return probe_statistics(model, chains, calibration_feeds(model, options.calibration), scratch=scratch)
     wanted = [c for c in chains if options.statistics == "probe" or (options.statistics == "auto" and c.batchnorm is None)]
     if not wanted:
         return {}
-    return probe_statistics(model, wanted, synthetic_feeds(model, options.seed), batch=PROBE_BATCH)
+    return probe_statistics(model, wanted, synthetic_feeds(model, options.seed), batch=PROBE_BATCH, scratch=scratch)
 
 
 def synthetic_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:

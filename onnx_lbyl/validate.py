@@ -9,6 +9,9 @@ Cost matters on large models: the pruned model is serialised once, and those byt
 both the checker (whose full check *is* strict, type-checked shape inference, so it is not
 run a second time) and onnxruntime. Each session is dropped as soon as it has run, so only
 one model is loaded in onnxruntime at a time.
+
+A model too large for one protobuf (graph.external) is checked and run from a file written
+with external data instead: the caller passes its path, and no serialisation is made here.
 """
 from __future__ import annotations
 
@@ -101,8 +104,9 @@ def load_inputs(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np
     raise InputError(f"{path} must hold arrays named {', '.join(names)}")
 
 
-def session(model: onnx.ModelProto | bytes, **session_options) -> ort.InferenceSession:
-    """An onnxruntime CPU session of `model` (a ModelProto or its serialised bytes).
+def session(model: onnx.ModelProto | bytes | str | os.PathLike, **session_options) -> ort.InferenceSession:
+    """An onnxruntime CPU session of `model` (a ModelProto, its serialised bytes, or the path
+    of a file, which onnxruntime reads with its external data).
 
     `session_options` set attributes of ort.SessionOptions (e.g. intra_op_num_threads=1).
     """
@@ -110,11 +114,14 @@ def session(model: onnx.ModelProto | bytes, **session_options) -> ort.InferenceS
     options.log_severity_level = 3
     for name, value in session_options.items():
         setattr(options, name, value)
-    data = model if isinstance(model, bytes) else model.SerializeToString()
+    if isinstance(model, onnx.ModelProto):
+        data: bytes | str = model.SerializeToString()
+    else:
+        data = model if isinstance(model, bytes) else os.fspath(model)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def run(model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run(model: onnx.ModelProto | bytes | str | os.PathLike, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Outputs of one onnxruntime run; the session is freed on return."""
     return session(model).run(None, feeds)
 
@@ -125,10 +132,17 @@ def validate(
     feeds: dict[str, np.ndarray],
     inputs_label: str = "random",
     expect_identical: bool = False,
+    original_path: str | os.PathLike | None = None,
+    pruned_path: str | os.PathLike | None = None,
 ) -> ValidationResult:
-    """Raise ValidationError unless `pruned` passes every check; return the comparison."""
+    """Raise ValidationError unless `pruned` passes every check; return the comparison.
+
+    `original_path` and `pruned_path`, files holding the same models (with external data
+    for large ones), make the checker and onnxruntime read those files instead of a
+    serialisation of the models in memory."""
     result = ValidationResult(inputs=inputs_label)
-    data = pruned.SerializeToString()  # once, for the checker and for onnxruntime
+    # serialised once, for the checker and for onnxruntime; a path is read by both instead
+    data: bytes | str = pruned.SerializeToString() if pruned_path is None else os.fspath(pruned_path)
     try:
         # full_check runs shape inference with check_type=True in strict mode, exactly what
         # infer_shapes(pruned, check_type=True, strict_mode=True) does, on the C++ side
@@ -137,7 +151,7 @@ def validate(
     except Exception as exc:
         raise ValidationError(f"pruned model failed the ONNX checks: {first_line(exc)}")
     try:
-        before = run(original, feeds)
+        before = run(original if original_path is None else original_path, feeds)
     except Exception as exc:
         raise InputError(f"the original model does not run on the validation batch: {first_line(exc)}")
     try:

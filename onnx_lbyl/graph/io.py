@@ -3,6 +3,10 @@
 Every failure to read becomes an InputError with one line a user can act on; writing goes
 through a temporary file in the destination folder and an atomic rename, so a reader of the
 output path sees either nothing or a whole, validated model.
+
+A model may keep its weights in external data files (resolved relative to its folder, as
+onnx.load does); a model too large for one protobuf is written the same way, as OUT.onnx
+plus OUT.onnx.data (graph.external).
 """
 from __future__ import annotations
 
@@ -12,8 +16,11 @@ from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model
 
 from ..errors import InputError, first_line
+from .external import StagedModel, has_external_references, is_large, tensor_nbytes
+from .shapes import weightless
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -26,17 +33,44 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if p.stat().st_size == 0:
         raise InputError(f"input file is empty: {p}")
     try:
-        model = onnx.load(str(p))
-    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p} is not a readable ONNX model (truncated or not ONNX): {first_line(exc)}")
+        # what onnx.load(p) does, with the external files' sizes checked before reading them
+        model = onnx.load(str(p), load_external_data=False)
+        check_external_files(model, p.parent)
+        load_external_data_for_model(model, str(p.parent))
+    except InputError:
+        raise
     except OSError as exc:
-        raise InputError(f"cannot read {p}: {exc.strerror or exc}")
+        raise InputError(f"cannot read {exc.filename or p}: {exc.strerror or exc}")
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError, onnx.checker.ValidationError) as exc:
+        raise InputError(f"{p} is not a readable ONNX model (truncated or not ONNX): {first_line(exc)}")
     # A binary file is checked from its path: the checker then reads it in C++ (and finds
     # its external data), instead of taking a fresh serialisation of the model we hold,
     # which costs a full copy of the weights in time and memory.
     binary = onnx.serialization.registry.get_format_from_file_extension(p.suffix) in (None, "protobuf")
     check_input_model(model, str(p), checker_source=p if binary else None)
     return model
+
+
+def check_external_files(model: onnx.ModelProto, folder: Path) -> None:
+    """Raise InputError unless every external data range of `model` exists in full.
+
+    onnx.load checks offsets against the file but, for a tensor without a recorded length,
+    takes whatever the file holds, so a truncated file would surface later as an obscure
+    reshape error. Only file sizes are read here, never the data."""
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = ExternalDataInfo(tensor)
+        data = folder / info.location
+        if not info.location or not data.is_file():
+            raise InputError(f"external data file of initializer {tensor.name!r} not found: {data}")
+        offset = info.offset or 0
+        available = data.stat().st_size - offset
+        needed = max(info.length or 0, tensor_nbytes(tensor) if tensor.data_type != onnx.TensorProto.STRING else 0)
+        if available < needed:
+            raise InputError(
+                f"external data file {data} is truncated: initializer {tensor.name!r} needs {needed} bytes "
+                f"from offset {offset}, the file holds {max(available, 0)}")
 
 
 def check_input_model(
@@ -51,6 +85,13 @@ def check_input_model(
         raise InputError(f"{label} is not an onnx.ModelProto")
     if len(model.graph.node) == 0 or not model.opset_import:
         raise InputError(f"{label} is not a usable ONNX model (no nodes or no opset)")
+    if checker_source is None and has_external_references(model):
+        raise InputError(f"{label} refers to external data it does not hold: pass its path, "
+                         "or load it with onnx.load(path)")
+    if checker_source is None and is_large(model):
+        # protobuf cannot serialise it for the checker: check the structure on a copy whose
+        # large weights are typed inputs (their bytes are checked again when validated)
+        model = weightless(model)
     try:
         onnx.checker.check_model(model if checker_source is None else os.fspath(checker_source))
     except (onnx.checker.ValidationError, ValueError) as exc:
@@ -77,8 +118,17 @@ def check_output_path(input_path: str | os.PathLike | None, output_path: str | o
 
 
 def save_atomic(model: onnx.ModelProto, output_path: str | os.PathLike) -> None:
-    """Write `model` to a temporary file beside `output_path`, then rename it into place."""
-    write_atomic(output_path, model.SerializeToString())
+    """Write `model` to a temporary file beside `output_path`, then rename it into place.
+
+    A large model (external.is_large) becomes OUT.onnx plus OUT.onnx.data, both written in
+    a private folder beside the output and moved into place, data first (StagedModel)."""
+    if not is_large(model):
+        write_atomic(output_path, model.SerializeToString())
+        return
+    try:
+        StagedModel(model, output_path).commit()
+    except OSError as exc:
+        raise InputError(f"cannot write {output_path}: {exc.strerror or exc}")
 
 
 def write_atomic(output_path: str | os.PathLike, data: bytes) -> None:

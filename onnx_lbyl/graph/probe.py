@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from ..numerics.statistics import GaussianMoments
 from .chains import Chain
+from .external import Scratch, is_large
 
 
 SPECTRUM_EXPONENT = 1.5
@@ -93,20 +94,21 @@ def synthetic_pixels(shape: tuple[int, ...], rng: np.random.Generator) -> np.nda
 
 
 def probe_statistics(
-    model: onnx.ModelProto, chains: list[Chain], feeds: dict[str, np.ndarray], batch: int = 64
+    model: onnx.ModelProto,
+    chains: list[Chain],
+    feeds: dict[str, np.ndarray],
+    batch: int = 64,
+    scratch: Scratch | None = None,
 ) -> dict[str, ProbedStatistics]:
     """Per chain (keyed by chain.name): the statistics of its Relu input and output, measured
     on `feeds` with the unpruned `model`, `batch` rows per onnxruntime call (all inputs must
     share the first axis; a model whose batch axis is fixed gets batches of that size, and a
-    final shorter remainder is not used)."""
+    final shorter remainder is not used).
+
+    A large model (graph.external) needs `scratch`: it is run from a copy written there with
+    external data, since protobuf cannot serialise it."""
     names = [chain.relu.inputs[0].name for chain in chains] + [chain.relu.outputs[0].name for chain in chains]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in dict.fromkeys(names):
-        if name not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(_probe_model(model, names, scratch), providers=["CPUExecutionProvider"])
     rows = min(int(np.shape(v)[0]) for v in feeds.values())
     fixed = [i.shape[0] for i in session.get_inputs() if isinstance(i.shape[0], int) and i.shape[0] > 0]
     step = fixed[0] if fixed else max(1, batch)
@@ -128,6 +130,27 @@ def probe_statistics(
         a_mean, a_cov = acts.moments()
         result[chain.name] = ProbedStatistics(GaussianMoments(mean, cov), a_mean, a_cov)
     return result
+
+
+def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | None) -> bytes | str:
+    """`model` with `names` as extra outputs, serialised, or for a large model the path of a
+    model file beside the scratch copy of its weights (so they are written only once)."""
+    large = scratch is not None and is_large(model)
+    if large:
+        path = scratch.original(model)
+        probe = onnx.load(str(path), load_external_data=False)  # the graph alone
+    else:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    if not large:
+        return probe.SerializeToString()
+    probe_path = path.with_name("probe.onnx")
+    onnx.save_model(probe, str(probe_path))
+    return str(probe_path)
 
 
 def probe_moments(model: onnx.ModelProto, chains: list[Chain], feeds: dict[str, np.ndarray]) -> dict[str, GaussianMoments]:
