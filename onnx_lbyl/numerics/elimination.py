@@ -61,36 +61,50 @@ def greedy_output_elimination(
     n = activation_cov.shape[0]
     keep = int(min(max(keep, 0), n))
     rows = np.moveaxis(np.asarray(next_weight, dtype=np.float64), axis, 0).reshape(n, -1)
-    g = rows.copy()  # effective rows: what each still-kept channel carries after the folds
-    energy = np.einsum("ij,ij->i", g, g)
+    # Gram matrix of the effective rows (what each still-kept channel carries after the folds):
+    # a fold g_t += beta_t g_j changes it by a rank-two update, O(n^2) a step instead of
+    # O(n m) for the rows themselves, which are never needed (coef gives the folded weights).
+    gram = rows @ rows.T
     ridge = jitter * max(float(np.mean(np.diag(activation_cov))) if n else 0.0, 1e-30)
     precision = _precision(activation_cov, ridge)
-    alive = np.arange(n)  # channels still kept, in the order of precision's rows
-    coef = np.zeros((n, n))  # coef[i, j]: how much of original row j channel i carries
+    # The first `k` rows (and columns) of precision, gram and coef describe the channels still
+    # kept, alive[:k]; a removed channel is swapped to position k-1 and k shrinks, so every
+    # step works in place on views instead of copying the matrices.
+    alive = np.arange(n)
+    coef = np.zeros((n, n - keep))  # coef[i, s]: how much of the row removed at step s channel alive[i] carries
     order, errors = [], []
     refresh = 1e-6  # recompute P from scratch when a downdate cancels this much
-    for _ in range(n - keep):
-        diag = np.diag(precision)
-        cost = energy[alive] / diag
-        pos = int(np.argmin(cost))  # first minimum: deterministic on ties
-        j = int(alive[pos])
-        order.append(j)
+    k = n
+    for step in range(n - keep):
+        P, G, C = precision[:k, :k], gram[:k, :k], coef[:k]
+        diag = np.diag(P)
+        cost = np.diag(G) / diag
+        ties = np.flatnonzero(cost == cost.min())
+        pos = int(ties[np.argmin(alive[ties])])  # the lowest channel index among equal costs
+        order.append(int(alive[pos]))
         errors.append(float(cost[pos]))
-        others = np.delete(np.arange(alive.size), pos)
-        column = precision[others, pos]
+        column = P[:, pos].copy()
         beta = -column / diag[pos]
-        targets = alive[others]
-        # fold: row_i += beta_i row_j (both the effective rows and their bookkeeping)
-        g[targets] += beta[:, None] * g[j][None, :]
-        carried = coef[j].copy()
-        carried[j] += 1.0
-        coef[targets] += beta[:, None] * carried[None, :]
-        energy[targets] = np.einsum("ij,ij->i", g[targets], g[targets])
-        before = float(np.max(np.abs(precision)))
-        precision = precision[np.ix_(others, others)] - np.outer(column, column) / diag[pos]
-        alive = targets
-        if alive.size and float(np.max(np.abs(precision))) < refresh * before:
-            precision = _precision(activation_cov[np.ix_(alive, alive)], ridge)
-    kept = np.sort(alive)
+        beta[pos] = 0.0  # the removed channel itself takes no share
+        # fold: row_t += beta_t row_j, as a rank-two update of the rows' Gram matrix
+        cross = G[:, pos] + 0.5 * G[pos, pos] * beta
+        G += np.stack([beta, cross], axis=1) @ np.stack([cross, beta], axis=0)
+        C[:, :step] += np.outer(beta, C[pos, :step])  # what it carried of earlier rows
+        C[:, step] = beta
+        before = float(np.max(np.abs(P)))
+        P -= np.outer(column, column) / column[pos]
+        last = k - 1
+        for matrix in (precision, gram):
+            matrix[[pos, last], :k] = matrix[[last, pos], :k]
+            matrix[:k, [pos, last]] = matrix[:k, [last, pos]]
+        coef[[pos, last]] = coef[[last, pos]]
+        alive[[pos, last]] = alive[[last, pos]]
+        k = last
+        if k and float(np.max(np.abs(precision[:k, :k]))) < refresh * before:
+            precision[:k, :k] = _precision(activation_cov[np.ix_(alive[:k], alive[:k])], ridge)
+    alive, coef = alive[:k], coef[:k]
+    rows_sorted = np.argsort(alive)
+    columns_sorted = np.argsort(np.asarray(order, dtype=np.int64))
+    kept = alive[rows_sorted]
     removed = np.sort(np.asarray(order, dtype=np.int64))
-    return kept, removed, coef[np.ix_(kept, removed)], np.asarray(errors)
+    return kept, removed, coef[np.ix_(rows_sorted, columns_sorted)], np.asarray(errors)
