@@ -10,7 +10,6 @@ numbers in the same table come from settings fixed before scoring.
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import multiprocessing

@@ -113,3 +113,25 @@ def run(model: onnx.ModelProto, x: np.ndarray, dtype: type = np.float32) -> list
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {"x": x.astype(dtype)})
+
+
+def multiple_case(rng: np.random.Generator, with_bn: bool, c: float = 0.5) -> onnx.ModelProto:
+    """MATH.md §8's exact case: a 4-channel chain where channel 3's folded filter and bias are
+    c times channel 0's and channel 3 has the smallest folded norm, so ratio 0.25 with the l2
+    criterion removes exactly channel 3. With BN, its statistics are consistent with
+    z_3 = c z_0 (beta_3 = c beta_0, gamma_3 = c gamma_0), as in any network where that holds."""
+    n, c_in, m = 4, 3, 5
+    folded_w = rng.standard_normal((n, c_in, 3, 3))
+    folded_w *= 2.0 / np.linalg.norm(folded_w.reshape(n, -1), axis=1)[:, None, None, None]
+    folded_b = rng.normal(0.3, 0.2, n)
+    folded_w[3], folded_b[3] = c * folded_w[0], c * folded_b[0]
+    w2 = rng.standard_normal((m, n, 3, 3))
+    if not with_bn:
+        return chain_model(folded_w, w2, b1=folded_b)
+    bn = random_bn(rng, n)
+    bn["gamma"][3], bn["beta"][3] = c * bn["gamma"][0], c * bn["beta"][0]
+    scale = bn["gamma"] / np.sqrt(bn["var"] + bn["eps"])
+    # the raw parameters whose BN-folded form is (folded_w, folded_b)
+    w1 = folded_w / scale[:, None, None, None]
+    b1 = (folded_b - bn["beta"]) / scale + bn["mean"]
+    return chain_model(w1, w2, b1=b1, bn=bn)

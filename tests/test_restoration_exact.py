@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builders import chain_model, fold_bn, random_bn, run
+from builders import chain_model, fold_bn, multiple_case, random_bn, run
 from onnx_lbyl import CompressOptions, compress
 from onnx_lbyl.numerics.compensation import LbylLambdas, fold_into_next_layer, lbyl_coefficients
 from onnx_lbyl.numerics.folding import ChannelLayer
@@ -16,28 +16,10 @@ def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(a))
 
 
-def _multiple_case(rng: np.random.Generator, with_bn: bool, c: float = 0.5):
-    """Channel 3's folded filter and bias are c times channel 0's, and channel 3 has the
-    smallest folded norm, so ratio 0.25 with the l2 criterion removes exactly channel 3."""
-    folded_w = rng.standard_normal((N, C_IN, 3, 3))
-    folded_w *= 2.0 / np.linalg.norm(folded_w.reshape(N, -1), axis=1)[:, None, None, None]
-    folded_b = rng.normal(0.3, 0.2, N)
-    folded_w[3], folded_b[3] = c * folded_w[0], c * folded_b[0]
-    w2 = rng.standard_normal((M, N, 3, 3))
-    if not with_bn:
-        return chain_model(folded_w, w2, b1=folded_b), None
-    bn = random_bn(rng, N)
-    scale = bn["gamma"] / np.sqrt(bn["var"] + bn["eps"])
-    # the raw parameters whose BN-folded form is (folded_w, folded_b)
-    w1 = folded_w / scale[:, None, None, None]
-    b1 = (folded_b - bn["beta"]) / scale + bn["mean"]
-    return chain_model(w1, w2, b1=b1, bn=bn), bn
-
-
 @pytest.mark.parametrize("with_bn", [False, True], ids=["folded", "batchnorm"])
 def test_lbyl_restores_a_positive_multiple_exactly_and_prune_does_not(with_bn):
     rng = np.random.default_rng(1)
-    model, _ = _multiple_case(rng, with_bn)
+    model = multiple_case(rng, with_bn)
     x = rng.standard_normal((2, C_IN, 6, 6))
     original = run(model, x)[0]
 
@@ -55,7 +37,7 @@ def test_lbyl_restores_a_positive_multiple_exactly_and_prune_does_not(with_bn):
 
 def test_merge_restores_a_positive_multiple_exactly_without_batchnorm():
     rng = np.random.default_rng(2)
-    model, _ = _multiple_case(rng, with_bn=False)
+    model = multiple_case(rng, with_bn=False)
     x = rng.standard_normal((2, C_IN, 6, 6))
     merged = compress(model, CompressOptions(ratio=0.25, method="merge"))
     assert merged.report.layers[0].compensated == 1

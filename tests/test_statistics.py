@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from builders import OPSET, chain_model, random_bn, run
+from builders import chain_model, multiple_case, run
 from onnx_lbyl import CompressOptions, compress
 from onnx_lbyl.numerics.compensation import moment_coefficients
 from onnx_lbyl.numerics.statistics import (
@@ -157,33 +156,13 @@ def test_a_conv2_without_bias_gets_its_own_new_bias_and_one_with_bias_keeps_its_
         assert len(conv2.input) == 2
 
 
-def _multiple_case(rng, with_bn: bool, c: float = 0.5):
-    """Channel 3's folded filter and bias are c times channel 0's (MATH.md §8) and channel 3
-    has the smallest folded norm. With BN, its statistics are consistent with z_3 = c z_0
-    (beta_3 = c beta_0, gamma_3 = c gamma_0), as they are for any network where the identity holds."""
-    n, c_in, m = 4, 3, 5
-    folded_w = rng.standard_normal((n, c_in, 3, 3))
-    folded_w *= 2.0 / np.linalg.norm(folded_w.reshape(n, -1), axis=1)[:, None, None, None]
-    folded_b = rng.normal(0.3, 0.2, n)
-    folded_w[3], folded_b[3] = c * folded_w[0], c * folded_b[0]
-    w2 = rng.standard_normal((m, n, 3, 3))
-    if not with_bn:
-        return chain_model(folded_w, w2, b1=folded_b)
-    bn = random_bn(rng, n)
-    bn["gamma"][3], bn["beta"][3] = c * bn["gamma"][0], c * bn["beta"][0]
-    scale = bn["gamma"] / np.sqrt(bn["var"] + bn["eps"])
-    w1 = folded_w / scale[:, None, None, None]
-    b1 = (folded_b - bn["beta"]) / scale + bn["mean"]
-    return chain_model(w1, w2, b1=b1, bn=bn)
-
-
 @pytest.mark.parametrize("method", ["moments", "lbyl-mean", "merge-mean"])
 @pytest.mark.parametrize("with_bn", [False, True], ids=["folded-probe", "batchnorm"])
 def test_statistical_methods_restore_a_positive_multiple_exactly(method, with_bn):
     if method == "merge-mean" and with_bn:
         pytest.skip("the authors' BN-aware merge scale is not the exact-case scale (MATH.md §4)")
     rng = np.random.default_rng(6)
-    model = _multiple_case(rng, with_bn)
+    model = multiple_case(rng, with_bn)
     x = rng.standard_normal((2, 3, 6, 6))
     original = run(model, x)[0]
     options = CompressOptions(ratio=0.25, method=method, lambda1=1.0, lambda2=0.0)

@@ -77,7 +77,6 @@ def select_channels(
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
-    n = layer.channels
     scores = CRITERIA[criterion](layer, rng)
     order = np.argsort(-scores, kind="stable")  # highest score first
     kept = np.sort(order[:keep])
