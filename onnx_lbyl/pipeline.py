@@ -24,7 +24,7 @@ from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
 from .graph.external import Scratch, StagedModel, is_large, without_weights
 from .graph.io import check_input_model, load_model, save_atomic
-from .graph.probe import ProbedStatistics, probe_statistics, synthetic_images, synthetic_pixels
+from .graph.probe import ProbedStatistics
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
 from .numerics.compensation import (
     LbylLambdas,
@@ -38,18 +38,12 @@ from .numerics.compensation import (
 from .numerics.elimination import greedy_output_elimination
 from .numerics.folding import ChannelLayer
 from .numerics.selection import select_channels
-from .numerics.statistics import (
-    GaussianMoments,
-    bias_correction,
-    moments_from_batchnorm,
-    relu_covariance,
-    relu_mean,
-    residual_mean,
-)
+from .numerics.statistics import bias_correction, residual_mean
 from .options import STATISTICAL_METHODS, CompressOptions
 from .planning import ChainShape, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .report import CompressionReport, LayerReport, SkippedReport
-from .validate import load_inputs, model_inputs, random_inputs, validate
+from .sources import activation_moments, probe_chains
+from .validate import load_inputs, random_inputs, validate
 
 Progress = Callable[[int, int, LayerReport], None]
 PATTERN = (
@@ -130,7 +124,7 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     keeps = _kept_per_chain(model, chains, options)
 
     rng = np.random.default_rng(options.seed)
-    probed = _probe(model, chains, options, scratch)
+    probed = probe_chains(model, chains, options, scratch)
     layers = []
     for index, chain in enumerate(chains, start=1):
         layers.append(_prune_chain(chain, keeps[chain.name], options, rng, graph, probed.get(chain.name)))
@@ -178,82 +172,6 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     return CompressionResult(pruned, report, staged)
 
 
-PROBE_BATCH = 32  # synthetic images for the data-free probe (graph.probe)
-
-
-def _probe(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions,
-           scratch: Scratch | None = None) -> dict[str, ProbedStatistics]:
-    """Statistics measured on the calibration data for every chain when there is some, else on
-    synthetic input for the chains that need them (graph.probe)."""
-    if options.method not in STATISTICAL_METHODS:
-        return {}
-    if options.calibration is not None:
-        return probe_statistics(model, chains, calibration_feeds(model, options.calibration), scratch=scratch)
-    wanted = [c for c in chains if options.statistics == "probe" or (options.statistics == "auto" and c.batchnorm is None)]
-    if not wanted:
-        return {}
-    return probe_statistics(model, wanted, synthetic_feeds(model, options.seed), batch=PROBE_BATCH, scratch=scratch)
-
-
-def synthetic_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    """Data-free probe input: image-like fields for every 4-D float input (through the model's
-    declared preprocessing when its metadata has one, else as zero-mean unit-variance
-    values), seeded random values of the declared shapes for the other inputs."""
-    from .evaluate import metadata_preprocess, resolve_preprocess  # deferred: only the probe needs them
-
-    feeds = random_inputs(model, PROBE_BATCH, seed=seed)
-    rng = np.random.default_rng(seed)
-    preprocess = resolve_preprocess(model, integer_images=True) if metadata_preprocess(model) else None
-    for name, value in feeds.items():
-        if value.ndim == 4 and np.issubdtype(value.dtype, np.floating):
-            if preprocess is not None:
-                feeds[name] = preprocess.apply(synthetic_pixels(value.shape, rng), value.dtype)
-            else:
-                feeds[name] = synthetic_images(value.shape, rng).astype(value.dtype)
-    return feeds
-
-
-def calibration_feeds(model: onnx.ModelProto, calibration) -> dict[str, np.ndarray]:
-    """The model's inputs from calibration data (CompressOptions.calibration): arrays named like
-    the model's inputs are used as they are; otherwise a single-input model takes the `images`
-    array (or the only array) through the model's preprocessing (evaluate.resolve_preprocess:
-    uint8 pixels are scaled as the metadata says, floats are taken as already in [0, 1])."""
-    from .evaluate import resolve_preprocess  # deferred: only calibration needs it
-
-    if isinstance(calibration, dict):
-        arrays = {k: np.asarray(v) for k, v in calibration.items()}
-    else:
-        try:
-            with np.load(calibration) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read calibration data from {calibration}: {first_line(exc)}")
-    infos = model_inputs(model)
-    names = [i.name for i in infos]
-    dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in infos}
-    if all(n in arrays for n in names):
-        feeds = {n: arrays[n] for n in names}
-    elif len(names) == 1 and arrays:
-        images = arrays["images"] if "images" in arrays else next(iter(arrays.values()))
-        if images.ndim < 2:
-            raise InputError(f"calibration images must have a batch axis, got shape {images.shape}")
-        integer = np.issubdtype(images.dtype, np.integer)
-        feeds = {names[0]: resolve_preprocess(model, integer).apply(images, dtypes[names[0]])}
-    else:
-        raise InputError(f"calibration data must hold arrays named {', '.join(names)} (or `images`)")
-    if any(np.shape(v)[0] == 0 for v in feeds.values()):
-        raise InputError("calibration data holds no samples")
-    return {n: np.ascontiguousarray(v.astype(dtypes[n], copy=False)) for n, v in feeds.items()}
-
-
-def _chain_moments(chain: Chain, layer: ChannelLayer, options: CompressOptions, probed: ProbedStatistics | None) -> GaussianMoments:
-    if probed is not None:
-        return probed.pre
-    if not layer.has_batchnorm:
-        raise InputError(f"{chain.name}: no BatchNormalization statistics (use statistics='probe' or 'auto')")
-    return moments_from_batchnorm(layer)
-
-
 def _kept_per_chain(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions) -> dict[str, int]:
     """The channels every chain keeps after per-layer rules, the MACs target and rounding."""
     shapes = [ChainShape(c.name, c.producer.outputs[0].name, c.consumer.outputs[0].name,
@@ -277,7 +195,7 @@ def _prune_chain(
     layer = channel_layer(chain)
     old_next = next_layer_weight(chain)
     if options.method in STATISTICAL_METHODS:
-        activation_mean, activation_cov = _activation_moments(chain, layer, options, probed)
+        activation_mean, activation_cov = activation_moments(chain, layer, options, probed)
         if options.method == "moments-greedy":
             kept, removed, coefficients, _ = greedy_output_elimination(
                 activation_cov, old_next, keep)
@@ -302,24 +220,6 @@ def _prune_chain(
         approximations=list(chain.approximations),
         compensated=int(np.count_nonzero(np.any(coefficients != 0, axis=0))),
     )
-
-
-def _activation_moments(
-    chain: Chain, layer: ChannelLayer, options: CompressOptions, probed: ProbedStatistics | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(E[a], Cov(a)) of the chain's activations a = ReLU(z).
-
-    With calibration data and calibration_fit "activations" they are the sample moments of the
-    measured activations (so `moments` is least squares with intercept on those samples);
-    otherwise the Gaussian model of z (BN statistics, synthetic probe, or calibration) gives
-    them in closed form. Cov(a) is None for the methods that need only the mean.
-    """
-    if probed is not None and options.calibration is not None and options.calibration_fit == "activations":
-        return probed.activation_mean, probed.activation_cov
-    moments = _chain_moments(chain, layer, options, probed)
-    if options.method in ("moments", "moments-greedy"):
-        return relu_covariance(moments)
-    return relu_mean(moments.mean, moments.std), None
 
 
 def _statistical_coefficients(

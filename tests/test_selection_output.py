@@ -18,7 +18,7 @@ from onnx_lbyl.numerics.compensation import lbyl_authors_coefficients, moment_co
 from onnx_lbyl.numerics.elimination import greedy_output_elimination
 from onnx_lbyl.numerics.folding import ChannelLayer
 from onnx_lbyl.numerics.statistics import relu_mean
-from onnx_lbyl.pipeline import calibration_feeds
+from onnx_lbyl.sources import calibration_feeds
 
 import onnx_graphsurgeon as gs
 

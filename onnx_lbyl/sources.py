@@ -1,0 +1,116 @@
+"""Where the statistics of a chain's activations come from: the BatchNormalization node's
+statistics, a data-free probe (the unpruned model run on synthetic images), or calibration
+data the user gives (real unlabeled inputs).
+
+The statistical methods need E[a] and Cov(a) of a = ReLU(z) for every chain; this module
+decides which source serves which chain and turns it into those moments. It knows the graph
+only through graph.probe and the chain objects, and the mathematics only through
+numerics.statistics.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .errors import InputError, first_line
+from .graph.chains import Chain
+from .graph.external import Scratch
+from .graph.probe import ProbedStatistics, probe_statistics, synthetic_images, synthetic_pixels
+from .numerics.folding import ChannelLayer
+from .numerics.statistics import GaussianMoments, moments_from_batchnorm, relu_covariance, relu_mean
+from .options import STATISTICAL_METHODS, CompressOptions
+from .validate import model_inputs, random_inputs
+
+
+PROBE_BATCH = 32  # synthetic images for the data-free probe (graph.probe)
+
+
+def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions,
+           scratch: Scratch | None = None) -> dict[str, ProbedStatistics]:
+    """Statistics measured on the calibration data for every chain when there is some, else on
+    synthetic input for the chains that need them (graph.probe)."""
+    if options.method not in STATISTICAL_METHODS:
+        return {}
+    if options.calibration is not None:
+        return probe_statistics(model, chains, calibration_feeds(model, options.calibration), scratch=scratch)
+    wanted = [c for c in chains if options.statistics == "probe" or (options.statistics == "auto" and c.batchnorm is None)]
+    if not wanted:
+        return {}
+    return probe_statistics(model, wanted, synthetic_feeds(model, options.seed), batch=PROBE_BATCH, scratch=scratch)
+
+
+def synthetic_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    """Data-free probe input: image-like fields for every 4-D float input (through the model's
+    declared preprocessing when its metadata has one, else as zero-mean unit-variance
+    values), seeded random values of the declared shapes for the other inputs."""
+    from .evaluate import metadata_preprocess, resolve_preprocess  # deferred: only the probe needs them
+
+    feeds = random_inputs(model, PROBE_BATCH, seed=seed)
+    rng = np.random.default_rng(seed)
+    preprocess = resolve_preprocess(model, integer_images=True) if metadata_preprocess(model) else None
+    for name, value in feeds.items():
+        if value.ndim == 4 and np.issubdtype(value.dtype, np.floating):
+            if preprocess is not None:
+                feeds[name] = preprocess.apply(synthetic_pixels(value.shape, rng), value.dtype)
+            else:
+                feeds[name] = synthetic_images(value.shape, rng).astype(value.dtype)
+    return feeds
+
+
+def calibration_feeds(model: onnx.ModelProto, calibration) -> dict[str, np.ndarray]:
+    """The model's inputs from calibration data (CompressOptions.calibration): arrays named like
+    the model's inputs are used as they are; otherwise a single-input model takes the `images`
+    array (or the only array) through the model's preprocessing (evaluate.resolve_preprocess:
+    uint8 pixels are scaled as the metadata says, floats are taken as already in [0, 1])."""
+    from .evaluate import resolve_preprocess  # deferred: only calibration needs it
+
+    if isinstance(calibration, dict):
+        arrays = {k: np.asarray(v) for k, v in calibration.items()}
+    else:
+        try:
+            with np.load(calibration) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read calibration data from {calibration}: {first_line(exc)}")
+    infos = model_inputs(model)
+    names = [i.name for i in infos]
+    dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in infos}
+    if all(n in arrays for n in names):
+        feeds = {n: arrays[n] for n in names}
+    elif len(names) == 1 and arrays:
+        images = arrays["images"] if "images" in arrays else next(iter(arrays.values()))
+        if images.ndim < 2:
+            raise InputError(f"calibration images must have a batch axis, got shape {images.shape}")
+        integer = np.issubdtype(images.dtype, np.integer)
+        feeds = {names[0]: resolve_preprocess(model, integer).apply(images, dtypes[names[0]])}
+    else:
+        raise InputError(f"calibration data must hold arrays named {', '.join(names)} (or `images`)")
+    if any(np.shape(v)[0] == 0 for v in feeds.values()):
+        raise InputError("calibration data holds no samples")
+    return {n: np.ascontiguousarray(v.astype(dtypes[n], copy=False)) for n, v in feeds.items()}
+
+
+def _chain_moments(chain: Chain, layer: ChannelLayer, options: CompressOptions, probed: ProbedStatistics | None) -> GaussianMoments:
+    if probed is not None:
+        return probed.pre
+    if not layer.has_batchnorm:
+        raise InputError(f"{chain.name}: no BatchNormalization statistics (use statistics='probe' or 'auto')")
+    return moments_from_batchnorm(layer)
+
+
+def activation_moments(
+    chain: Chain, layer: ChannelLayer, options: CompressOptions, probed: ProbedStatistics | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(E[a], Cov(a)) of the chain's activations a = ReLU(z).
+
+    With calibration data and calibration_fit "activations" they are the sample moments of the
+    measured activations (so `moments` is least squares with intercept on those samples);
+    otherwise the Gaussian model of z (BN statistics, synthetic probe, or calibration) gives
+    them in closed form. Cov(a) is None for the methods that need only the mean.
+    """
+    if probed is not None and options.calibration is not None and options.calibration_fit == "activations":
+        return probed.activation_mean, probed.activation_cov
+    moments = _chain_moments(chain, layer, options, probed)
+    if options.method in ("moments", "moments-greedy"):
+        return relu_covariance(moments)
+    return relu_mean(moments.mean, moments.std), None
