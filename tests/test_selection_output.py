@@ -226,3 +226,24 @@ def test_moments_greedy_restores_an_exact_duplicate_channel():
     result = compress(model, CompressOptions(ratio=0.1, method="moments-greedy", calibration={"x": x}))
     assert result.report.layers[0].removed in ([1], [5])
     np.testing.assert_allclose(run(result.model, x)[0], run(model, x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_block_steps_for_wide_layers_still_give_the_joint_moment_solution():
+    """More than MAX_STEPS removals go in blocks; the folded coefficients must still be the
+    joint best linear predictor for the final kept set, and the step errors must add up."""
+    from onnx_lbyl.numerics.compensation import moment_coefficients
+    from onnx_lbyl.numerics.elimination import MAX_STEPS, greedy_output_elimination
+
+    rng = np.random.default_rng(21)
+    n = 3 * MAX_STEPS
+    a = rng.standard_normal((n, n)) / np.sqrt(n)
+    cov = a @ a.T + 0.1 * np.eye(n)
+    weight = rng.standard_normal((5, n, 1, 1))
+    kept, removed, coefficients, errors = greedy_output_elimination(cov, weight, keep=n // 4)
+    assert kept.size == n // 4 and removed.size == n - n // 4 and len(errors) <= MAX_STEPS
+    np.testing.assert_allclose(coefficients, moment_coefficients(np.zeros(n), cov, kept, removed), atol=1e-9)
+    rows = weight[:, :, 0, 0].T  # (n, out)
+    residual_cov = cov[np.ix_(removed, removed)] - cov[np.ix_(removed, kept)] @ np.linalg.solve(
+        cov[np.ix_(kept, kept)], cov[np.ix_(kept, removed)])
+    expected = np.trace(rows[removed].T @ residual_cov @ rows[removed])
+    assert np.isclose(sum(errors), expected, rtol=1e-6)

@@ -32,6 +32,9 @@ import numpy as np
 import scipy.linalg
 
 
+MAX_STEPS = 64  # a layer losing more channels removes them in blocks (see greedy_output_elimination)
+
+
 def _precision(cov: np.ndarray, ridge: float) -> np.ndarray:
     """(cov + ridge I)^{-1} via Cholesky (the tiny ridge keeps collinear sets defined)."""
     c = np.array(cov, dtype=np.float64)
@@ -56,7 +59,9 @@ def greedy_output_elimination(
     Returns (kept, removed, coefficients, step_errors): kept and removed sorted ascending,
     coefficients the (|kept| x |removed|) matrix S of compensation.fold_into_next_layer
     (columns in the order of `removed`), step_errors the error increase of each step in
-    removal order (so their sum is the model's expected squared output error).
+    removal order (so their sum is the model's expected squared output error). A layer
+    removing more than MAX_STEPS channels removes ceil(r / MAX_STEPS) per step, each block
+    chosen by the single-channel costs and folded jointly.
     """
     n = activation_cov.shape[0]
     keep = int(min(max(keep, 0), n))
@@ -67,42 +72,42 @@ def greedy_output_elimination(
     gram = rows @ rows.T
     ridge = jitter * max(float(np.mean(np.diag(activation_cov))) if n else 0.0, 1e-30)
     precision = _precision(activation_cov, ridge)
-    # The first `k` rows (and columns) of precision, gram and coef describe the channels still
-    # kept, alive[:k]; a removed channel is swapped to position k-1 and k shrinks, so every
-    # step works in place on views instead of copying the matrices.
+    # Channels go in blocks of `block` per step (one at a time while a layer loses at most
+    # MAX_STEPS channels): a block's joint conditional update is BLAS-3 work, which keeps wide
+    # layers (a 4096-wide classifier) to MAX_STEPS steps instead of thousands of O(n^2) ones.
+    # Row i of precision, gram and coef describes channel alive[i].
+    remove = n - keep
+    block = max(1, -(-remove // MAX_STEPS))
     alive = np.arange(n)
-    coef = np.zeros((n, n - keep))  # coef[i, s]: how much of the row removed at step s channel alive[i] carries
+    coef = np.zeros((n, remove))  # coef[i, s]: how much of the s-th removed row channel alive[i] carries
     order, errors = [], []
     refresh = 1e-6  # recompute P from scratch when a downdate cancels this much
-    k = n
-    for step in range(n - keep):
-        P, G, C = precision[:k, :k], gram[:k, :k], coef[:k]
-        diag = np.diag(P)
-        cost = np.diag(G) / diag
-        ties = np.flatnonzero(cost == cost.min())
-        pos = int(ties[np.argmin(alive[ties])])  # the lowest channel index among equal costs
-        order.append(int(alive[pos]))
-        errors.append(float(cost[pos]))
-        column = P[:, pos].copy()
-        beta = -column / diag[pos]
-        beta[pos] = 0.0  # the removed channel itself takes no share
-        # fold: row_t += beta_t row_j, as a rank-two update of the rows' Gram matrix
-        cross = G[:, pos] + 0.5 * G[pos, pos] * beta
-        G += np.stack([beta, cross], axis=1) @ np.stack([cross, beta], axis=0)
-        C[:, :step] += np.outer(beta, C[pos, :step])  # what it carried of earlier rows
-        C[:, step] = beta
-        before = float(np.max(np.abs(P)))
-        P -= np.outer(column, column) / column[pos]
-        last = k - 1
-        for matrix in (precision, gram):
-            matrix[[pos, last], :k] = matrix[[last, pos], :k]
-            matrix[:k, [pos, last]] = matrix[:k, [last, pos]]
-        coef[[pos, last]] = coef[[last, pos]]
-        alive[[pos, last]] = alive[[last, pos]]
-        k = last
-        if k and float(np.max(np.abs(precision[:k, :k]))) < refresh * before:
-            precision[:k, :k] = _precision(activation_cov[np.ix_(alive[:k], alive[:k])], ridge)
-    alive, coef = alive[:k], coef[:k]
+    done = 0
+    while done < remove:
+        cost = np.diag(gram) / np.diag(precision)
+        take = min(block, remove - done)
+        pick = np.lexsort((alive, cost))[:take]  # lowest cost first; equal costs by channel index
+        rest = np.ones(alive.size, dtype=bool)
+        rest[pick] = False
+        p_jj = precision[np.ix_(pick, pick)]
+        p_oj = precision[np.ix_(rest, pick)]
+        inverse = np.linalg.inv(p_jj)  # take x take; Cov of the block's residual
+        beta = -p_oj @ inverse  # best linear predictor of the block from the rest
+        g_oj, g_jj = gram[np.ix_(rest, pick)], gram[np.ix_(pick, pick)]
+        errors.append(float(np.trace(g_jj @ inverse)))
+        order.extend(int(c) for c in alive[pick])
+        # fold: rows_O += beta rows_J, in the Gram matrix and in the bookkeeping
+        gram = gram[np.ix_(rest, rest)] + beta @ g_oj.T + g_oj @ beta.T + beta @ g_jj @ beta.T
+        carried = coef[pick, :done]
+        coef = coef[rest]
+        coef[:, :done] += beta @ carried
+        coef[:, done:done + take] = beta
+        before = float(np.max(np.abs(precision)))
+        precision = precision[np.ix_(rest, rest)] + p_oj @ beta.T  # = P_OO - P_OJ P_JJ^-1 P_JO
+        alive = alive[rest]
+        done += take
+        if alive.size and float(np.max(np.abs(precision))) < refresh * before:
+            precision = _precision(activation_cov[np.ix_(alive, alive)], ridge)
     rows_sorted = np.argsort(alive)
     columns_sorted = np.argsort(np.asarray(order, dtype=np.int64))
     kept = alive[rows_sorted]
