@@ -390,7 +390,7 @@ def plot(data: dict, out: Path) -> list[Path]:
                 points = sorted((r["ratio"], r["top1"]) for r in model["results"]
                                 if r["method"] == method and r["criterion"] == criterion)
                 if points:
-                    label = tables.method_name(method) + (f" ({criterion})" if many else "")
+                    label = tables.method_name(method).replace("**", "") + (f" ({criterion})" if many else "")
                     ax.plot([100 * p[0] for p in points], [100 * p[1] for p in points], marker="o", label=label)
         ax.axhline(100 * model["unpruned"]["top1"], color="grey", linestyle="--",
                    label=f"unpruned ({100 * model['unpruned']['top1']:.2f})")

@@ -40,6 +40,10 @@ def section(data: dict, names: list[str] | None = None, methods: list[str] | Non
         "",
         tables.CALIBRATION_NOTE,
     ]
+    plotted = next((m for m in tables.ran_models(data, names) if "resnet20" in m["name"] and m["name"].endswith("_bn")),
+                   next(iter(tables.ran_models(data, names)), None))
+    if plotted is not None:  # one of the per-model plots accuracy.py draws, the rest are linked above
+        lines += ["", f"![top-1 against ratio, {plotted['name']}](bench/results/accuracy_{plotted['name']}.png)"]
     skipped = tables.not_run_lines(data)
     if skipped:
         lines += ["", "Not pruned:", "", *skipped]
