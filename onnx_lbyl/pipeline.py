@@ -212,7 +212,7 @@ def _prune_chain(
         add_to_next_bias(chain, delta, graph)
     return LayerReport(
         name=chain.name,
-        next_layer=node_label(chain.conv2),
+        next_layer=node_label(chain.consumer),
         has_batchnorm=chain.batchnorm is not None,
         channels_before=layer.channels,
         channels_after=int(kept.size),

@@ -73,23 +73,6 @@ def chain_model(
     return model
 
 
-def mlp_model(rng: np.random.Generator) -> onnx.ModelProto:
-    """Gemm -> Relu -> Gemm: no Conv at all, so nothing the tool prunes today."""
-    w1, w2 = rng.standard_normal((8, 4)), rng.standard_normal((3, 8))
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w1"], ["h"], transB=1),
-         helper.make_node("Relu", ["h"], ["a"]),
-         helper.make_node("Gemm", ["a", "w2"], ["y"], transB=1)],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        [_init("w1", w1), _init("w2", w2)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    return model
-
-
 def random_bn(rng: np.random.Generator, n: int) -> dict:
     """BN statistics that are far from identity, so folding matters."""
     return {

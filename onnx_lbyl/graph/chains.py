@@ -26,7 +26,6 @@ import onnx_graphsurgeon as gs
 
 from .layers import HANDLERS, weight_problem
 
-BATCHNORM_PARAMS = ("scale", "B", "input_mean", "input_var")
 CHANNELWISE_EXACT = ("Identity", "Dropout", "AveragePool", "GlobalAveragePool", "Pad")
 CHANNELWISE_APPROXIMATE = {"MaxPool": "maxpool", "GlobalMaxPool": "maxpool"}
 FLATTENING = ("Flatten", "Reshape")
@@ -60,18 +59,6 @@ class Chain:
     @property
     def name(self) -> str:
         return node_label(self.producer)
-
-    @property
-    def conv1(self) -> gs.Node:
-        return self.producer
-
-    @property
-    def conv2(self) -> gs.Node:
-        return self.consumer
-
-    @property
-    def relu(self) -> gs.Node:
-        return self.activation
 
 
 @dataclass(frozen=True)

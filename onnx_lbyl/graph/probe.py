@@ -107,7 +107,7 @@ def probe_statistics(
 
     A large model (graph.external) needs `scratch`: it is run from a copy written there with
     external data, since protobuf cannot serialise it."""
-    names = [chain.relu.inputs[0].name for chain in chains] + [chain.relu.outputs[0].name for chain in chains]
+    names = [chain.activation.inputs[0].name for chain in chains] + [chain.activation.outputs[0].name for chain in chains]
     session = ort.InferenceSession(_probe_model(model, names, scratch), providers=["CPUExecutionProvider"])
     rows = min(int(np.shape(v)[0]) for v in feeds.values())
     fixed = [i.shape[0] for i in session.get_inputs() if isinstance(i.shape[0], int) and i.shape[0] > 0]
@@ -151,9 +151,3 @@ def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | No
     probe_path = path.with_name("probe.onnx")
     onnx.save_model(probe, str(probe_path))
     return str(probe_path)
-
-
-def probe_moments(model: onnx.ModelProto, chains: list[Chain], feeds: dict[str, np.ndarray]) -> dict[str, GaussianMoments]:
-    """Per chain (keyed by chain.name): mean and covariance over batch and positions of each
-    channel of the Relu input, measured on `feeds` with the unpruned `model`."""
-    return {name: stats.pre for name, stats in probe_statistics(model, chains, feeds).items()}

@@ -16,10 +16,6 @@ from .chains import Chain
 from .layers import HANDLERS
 
 
-def _has_bias(conv: gs.Node) -> bool:
-    return len(conv.inputs) > 2 and bool(conv.inputs[2].name)
-
-
 def channel_layer(chain: Chain) -> ChannelLayer:
     """The parameters of the producer's output channels (and of the BN after it) as float64
     arrays, filters one per row whatever the operator's weight layout."""
