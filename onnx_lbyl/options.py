@@ -11,7 +11,7 @@ from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
 METHODS = ("moments-greedy", "lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments",
-           "lbyl-authors")
+           "lbyl-authors", "lbyl-auto")
 DEFAULT_METHOD = "moments-greedy"  # why: README, "Which method is the default"
 METHOD_HELP = {
     "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
@@ -24,11 +24,13 @@ METHOD_HELP = {
     "of the pre-activations (BN statistics), plus the mean correction",
     "moments-greedy": "moments, with the removed channels chosen (instead of by --criterion) one at a time "
     "as the one whose removal adds least expected error to the next layer's output",
+    "lbyl-auto": "LBYL with lambda1/lambda2 chosen per layer, without labels, as the pair of a small grid "
+    "that leaves the least expected next-layer output error under the Gaussian model (the report lists them)",
     "lbyl-authors": "LBYL exactly as the authors' code: raw-space problem, BN running variance for the std, "
     "diagonal bias term, raw coefficients folded; lambda1/lambda2 are their absolute weights",
 }
 # Methods that need statistics of the pre-activations (from BN, or from a data-free probe).
-STATISTICAL_METHODS = ("lbyl-mean", "merge-mean", "prune-mean", "moments", "moments-greedy")
+STATISTICAL_METHODS = ("lbyl-mean", "merge-mean", "prune-mean", "moments", "moments-greedy", "lbyl-auto")
 STATISTICS_SOURCES = ("auto", "batchnorm", "probe")
 CALIBRATION_FITS = ("activations", "gaussian")
 

@@ -37,6 +37,7 @@ from .numerics.compensation import (
 )
 from .numerics.elimination import greedy_output_elimination
 from .numerics.folding import ChannelLayer
+from .numerics.lambda_choice import choose_lbyl_lambdas
 from .numerics.selection import select_channels
 from .numerics.statistics import bias_correction, residual_mean
 from .options import STATISTICAL_METHODS, CompressOptions
@@ -194,7 +195,15 @@ def _prune_chain(
     """Choose, solve and rewrite one chain, reading weights as earlier chains left them."""
     layer = channel_layer(chain)
     old_next = next_layer_weight(chain)
-    if options.method in STATISTICAL_METHODS:
+    chosen = None
+    if options.method == "lbyl-auto":
+        # LBYL itself, its lambdas chosen per layer; no mean correction (that would be lbyl-mean's)
+        activation_mean, activation_cov = activation_moments(chain, layer, options, probed)
+        kept, removed = select_channels(layer, keep, options.criterion, rng)
+        choice = choose_lbyl_lambdas(layer, kept, removed, activation_mean, activation_cov, old_next)
+        coefficients, delta = choice.coefficients, None
+        chosen = [choice.lambdas.lambda1, choice.lambdas.lambda2]
+    elif options.method in STATISTICAL_METHODS:
         activation_mean, activation_cov = activation_moments(chain, layer, options, probed)
         if options.method == "moments-greedy":
             kept, removed, coefficients, _ = greedy_output_elimination(
@@ -219,6 +228,7 @@ def _prune_chain(
         removed=[int(i) for i in removed],
         approximations=list(chain.approximations),
         compensated=int(np.count_nonzero(np.any(coefficients != 0, axis=0))),
+        lambdas=chosen,
     )
 
 

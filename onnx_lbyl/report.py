@@ -20,6 +20,7 @@ class LayerReport:
     removed: list[int]
     compensated: int  # removed channels that left something behind (non-zero coefficients)
     approximations: list[str] = field(default_factory=list)  # steps where compensation is not exact
+    lambdas: list[float] | None = None  # lbyl-auto: the (lambda1, lambda2) this layer chose
 
 
 @dataclass
@@ -76,6 +77,8 @@ class CompressionReport:
             lines.append(f"  {'layer'.ljust(width)}  channels   absorbed by")
             for layer in self.layers:
                 note = f"  (approximate: {', '.join(layer.approximations)})" if layer.approximations else ""
+                if layer.lambdas is not None:
+                    note += f"  lambda1={layer.lambdas[0]:g} lambda2={layer.lambdas[1]:g}"
                 lines.append(
                     f"  {layer.name.ljust(width)}  {layer.channels_before:>4} -> {layer.channels_after:<4} {layer.next_layer}{note}"
                 )

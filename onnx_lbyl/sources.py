@@ -111,6 +111,6 @@ def activation_moments(
     if probed is not None and options.calibration is not None and options.calibration_fit == "activations":
         return probed.activation_mean, probed.activation_cov
     moments = _chain_moments(chain, layer, options, probed)
-    if options.method in ("moments", "moments-greedy"):
+    if options.method in ("moments", "moments-greedy", "lbyl-auto"):
         return relu_covariance(moments)
     return relu_mean(moments.mean, moments.std), None
