@@ -15,14 +15,16 @@ import onnx
 from .errors import InputError, first_line
 from .graph.chains import Chain
 from .graph.external import Scratch
-from .graph.probe import ProbedStatistics, probe_statistics, synthetic_images, synthetic_pixels
+from .graph.probe import ProbedStatistics, classifier_scores, probe_statistics
 from .numerics.folding import ChannelLayer
 from .numerics.statistics import GaussianMoments, moments_from_batchnorm, relu_covariance, relu_mean
 from .options import STATISTICAL_METHODS, CompressOptions
+from .synthetic import recognised_rows, synthetic_images, synthetic_pool
 from .validate import model_inputs, random_inputs
 
 
 PROBE_BATCH = 32  # synthetic images for the data-free probe (graph.probe)
+PROBE_POOL = 256  # candidates the model chooses them from (synthetic.recognised_rows)
 
 
 def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions,
@@ -36,25 +38,45 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
     wanted = [c for c in chains if options.statistics == "probe" or (options.statistics == "auto" and c.batchnorm is None)]
     if not wanted:
         return {}
-    return probe_statistics(model, wanted, synthetic_feeds(model, options.seed), batch=PROBE_BATCH, scratch=scratch)
+    feeds = synthetic_feeds(model, options.seed, scratch)
+    return probe_statistics(model, wanted, feeds, batch=PROBE_BATCH, scratch=scratch)
 
 
-def synthetic_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    """Data-free probe input: image-like fields for every 4-D float input (through the model's
-    declared preprocessing when its metadata has one, else as zero-mean unit-variance
-    values), seeded random values of the declared shapes for the other inputs."""
-    from .evaluate import metadata_preprocess, resolve_preprocess  # deferred: only the probe needs them
-
+def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None = None) -> dict[str, np.ndarray]:
+    """Data-free probe input (onnx_lbyl.synthetic). A model with a single 4-D float input gets
+    PROBE_BATCH images picked by the model itself from PROBE_POOL synthetic candidates (the ones
+    it classifies most confidently, class by class; a random share when its output is not class
+    scores). The images go through the model's declared preprocessing when its metadata has
+    one, else are standardised to zero mean and unit variance per channel. Other models get
+    Gaussian-field images for their 4-D float inputs and seeded random values for the rest."""
     feeds = random_inputs(model, PROBE_BATCH, seed=seed)
     rng = np.random.default_rng(seed)
-    preprocess = resolve_preprocess(model, integer_images=True) if metadata_preprocess(model) else None
-    for name, value in feeds.items():
-        if value.ndim == 4 and np.issubdtype(value.dtype, np.floating):
-            if preprocess is not None:
-                feeds[name] = preprocess.apply(synthetic_pixels(value.shape, rng), value.dtype)
-            else:
-                feeds[name] = synthetic_images(value.shape, rng).astype(value.dtype)
-    return feeds
+    images = [name for name, value in feeds.items() if value.ndim == 4 and np.issubdtype(value.dtype, np.floating)]
+    if len(feeds) != 1 or not images:
+        for name in images:
+            feeds[name] = synthetic_images(feeds[name].shape, rng).astype(feeds[name].dtype)
+        return feeds
+    name, (batch, *rest) = images[0], feeds[images[0]].shape
+    dtype = feeds[name].dtype
+    step = 1 if batch == PROBE_BATCH else batch  # a fixed batch axis: whole batches only
+    pool = _to_model_input(model, synthetic_pool((-(-PROBE_POOL // step) * step, *rest), rng), dtype)
+    count = -(-PROBE_BATCH // step) * step
+    scores = classifier_scores(model, {name: pool}, scratch=scratch)
+    rows = rng.permutation(pool.shape[0])[:count] if scores is None else recognised_rows(scores, count)
+    return {name: np.ascontiguousarray(pool[np.sort(rows)])}
+
+
+def _to_model_input(model: onnx.ModelProto, pixels: np.ndarray, dtype) -> np.ndarray:
+    """[0, 1] synthetic pixels as the model takes them: as uint8 images through the metadata's
+    preprocessing, or standardised per channel when the model declares none."""
+    from .evaluate import metadata_preprocess, resolve_preprocess  # deferred: only the probe needs them
+
+    if metadata_preprocess(model):
+        images = np.round(pixels * 255).astype(np.uint8)
+        return resolve_preprocess(model, integer_images=True).apply(images, dtype)
+    centred = pixels - pixels.mean(axis=(0, 2, 3), keepdims=True)
+    spread = centred.std(axis=(0, 2, 3), keepdims=True)
+    return (centred / np.where(spread > 0, spread, 1.0)).astype(dtype)
 
 
 def calibration_feeds(model: onnx.ModelProto, calibration) -> dict[str, np.ndarray]:

@@ -1,17 +1,8 @@
-"""Data-free statistics of the chains' pre-activations, by running the unpruned model once on
-synthetic input (used when a model has no BatchNormalization statistics, e.g. BN folded at
-export).
-
-The synthetic input (`synthetic_images`) assumes the model's input is a normalised image
-(every channel zero mean, unit variance) and gives it the two best-known statistics of
-natural images: a power-law amplitude spectrum (energy concentrated at low spatial
-frequencies) and strongly correlated colour channels (a shared luminance). No real data and
-no labels are involved. The exponent was chosen, without labels or images, as the one whose
-probed pre-activation statistics best matched the BatchNormalization statistics stored in the
-`_bn` exports of the CIFAR ResNets (median |mean error| 0.23 gamma and |std ratio - 1| 0.15 on
-ResNet-32 for exponent 1.5, against 0.36 / 0.25 for 1 and 0.19 / 0.30 for 2; white noise is
-worse still). The probe reads each chain's Relu input, which is the folded
-pre-activation z of MATH.md §1 whether or not a BatchNormalization node is present.
+"""Statistics of the chains' pre-activations, measured by running the unpruned model on
+inputs: calibration data a user gives, or synthetic images (onnx_lbyl.synthetic) when a model
+has no BatchNormalization statistics (e.g. BN folded at export). The probe reads each chain's
+Relu input, which is the folded pre-activation z of MATH.md §1 whether or not a
+BatchNormalization node is present.
 """
 from __future__ import annotations
 
@@ -24,24 +15,6 @@ import onnxruntime as ort
 from ..numerics.statistics import GaussianMoments
 from .chains import Chain
 from .external import Scratch, is_large
-
-
-SPECTRUM_EXPONENT = 1.5
-LUMINANCE_WEIGHT = 0.9  # shared component of the colour channels (before normalising)
-CHANNEL_WEIGHT = 0.45  # independent component per channel
-
-
-def synthetic_images(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Random (N, C, H, W) 'images': Gaussian fields with amplitude spectrum 1/f^SPECTRUM_EXPONENT,
-    channels sharing a luminance field, each channel standardised to zero mean, unit variance."""
-    n, c, h, w = shape
-    x = CHANNEL_WEIGHT * rng.standard_normal(shape) + LUMINANCE_WEIGHT * rng.standard_normal((n, 1, h, w))
-    fy, fx = np.fft.fftfreq(h), np.fft.fftfreq(w)
-    radius = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-    radius[0, 0] = 1.0 / max(h, w)  # the lowest nonzero frequency: keeps the mean finite
-    x = np.real(np.fft.ifft2(np.fft.fft2(x) / radius**SPECTRUM_EXPONENT))
-    x = x - x.mean(axis=(0, 2, 3), keepdims=True)
-    return x / x.std(axis=(0, 2, 3), keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -75,22 +48,6 @@ class _Accumulator:
         mean = self.total / self.count
         cov = (self.outer - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
         return mean, 0.5 * (cov + cov.T)
-
-
-# Published per-channel pixel statistics of natural images on a [0, 1] scale (the ImageNet
-# mean and std every torchvision model uses), averaged over the colour channels: how bright and
-# how contrasted synthetic pixels are when a model declares its preprocessing.
-NATURAL_PIXEL_MEAN = 0.449
-NATURAL_PIXEL_STD = 0.226
-
-
-def synthetic_pixels(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """synthetic_images moved to the pixel domain: uint8 (N, C, H, W) with natural images'
-    mean and contrast, for models whose preprocessing of raw pixels is known (their inputs
-    are then what the model sees in use, e.g. raw 0..255 values for a model without
-    normalisation, rather than an assumed zero mean and unit variance)."""
-    pixels = NATURAL_PIXEL_MEAN + NATURAL_PIXEL_STD * synthetic_images(shape, rng)
-    return np.round(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def probe_statistics(
@@ -130,6 +87,27 @@ def probe_statistics(
         a_mean, a_cov = acts.moments()
         result[chain.name] = ProbedStatistics(GaussianMoments(mean, cov), a_mean, a_cov)
     return result
+
+
+def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batch: int = 64,
+                      scratch: Scratch | None = None) -> np.ndarray | None:
+    """The model's first output on `feeds`, `batch` rows per call (a fixed batch axis sets its
+    own), if it looks like class scores: (rows, K) with K >= 2 (trailing axes of size 1 are
+    allowed). None otherwise (detectors, segmenters, feature extractors)."""
+    session = ort.InferenceSession(_probe_model(model, [], scratch), providers=["CPUExecutionProvider"])
+    rows = min(int(np.shape(v)[0]) for v in feeds.values())
+    fixed = [i.shape[0] for i in session.get_inputs() if isinstance(i.shape[0], int) and i.shape[0] > 0]
+    step = fixed[0] if fixed else max(1, batch)
+    name = session.get_outputs()[0].name
+    parts = [session.run([name], {k: v[start:start + step] for k, v in feeds.items()})[0]
+             for start in range(0, rows - step + 1 if fixed else rows, step)]
+    if not parts:
+        return None
+    scores = np.concatenate(parts)
+    squeezed = scores.reshape(scores.shape[0], -1) if scores.ndim >= 2 else None
+    if squeezed is None or squeezed.shape[1] < 2 or scores.ndim > 2 and any(d != 1 for d in scores.shape[2:]):
+        return None
+    return squeezed
 
 
 def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | None) -> bytes | str:
