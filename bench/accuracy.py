@@ -49,11 +49,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DEFAULT_SHARED = ROOT.parent / "shared"
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
-# The default method, the default with calibration data, LBYL and the two baselines; every
-# other method can be asked for with --methods.
+# The default method, the default with calibration data, LBYL (as given and with its lambdas
+# chosen per layer without labels) and the two baselines; every other method can be asked for
+# with --methods.
 CALIBRATED = "+calibration"
 CALIBRATION_IMAGES = 512  # the first 512 test images calibrate; the other 9,488 score
-DEFAULT_METHODS = ("moments-greedy", "moments-greedy" + CALIBRATED, "lbyl", "merge", "prune")
+DEFAULT_METHODS = ("moments-greedy", "moments-greedy" + CALIBRATED, "lbyl", "lbyl-auto", "merge", "prune")
 ALL_METHODS = tuple(METHODS) + tuple(m + CALIBRATED for m in METHODS)
 DATASETS = {"cifar10": "cifar10_test.npz", "fashion_mnist": "fashion_mnist_test.npz"}
 PROTOCOL = ("One ratio for every prunable layer; criterion as listed (l2 unless stated); every other "

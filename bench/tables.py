@@ -9,7 +9,8 @@ from __future__ import annotations
 METHOD_NAMES = {"lbyl": "LBYL", "merge": "Neuron Merging", "prune": "prune only",
                 "moments-greedy": "**moments-greedy (default)**",
                 "moments-greedy+calibration": "moments-greedy + 512 unlabeled images †",
-                "lbyl-tuned": "LBYL, λ tuned on the test labels (anchor)"}
+                "lbyl-tuned": "LBYL, λ tuned on the test labels (anchor)",
+                "lbyl-auto": "LBYL, λ chosen per layer without labels"}
 CALIBRATION_NOTE = ("† calibrated on the first 512 test images (no labels) and scored on the other 9,488; "
                     "the row below it is the data-free default scored on the same 9,488 images.")
 

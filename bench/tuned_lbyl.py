@@ -6,6 +6,11 @@ authors tuned theirs. This anchor is allowed to cheat; the tool's default is not
 numbers in the same table come from settings fixed before scoring.
 
     python bench/tuned_lbyl.py       # after bench/accuracy.py; adds method "lbyl-tuned" to its JSON
+    python bench/tuned_lbyl.py --reuse old/accuracy.json   # copy the anchor from an earlier run
+
+--reuse copies "lbyl-tuned" from an earlier JSON for every model whose file (sha256) and ratios
+match, recording where it came from; only valid while the lbyl code path is unchanged since
+(LBYL uses no statistics, so the data-free probe does not affect it).
 """
 from __future__ import annotations
 
@@ -42,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(BENCH / "results" / "accuracy.json"))
     parser.add_argument("--shared", default=str(accuracy.DEFAULT_SHARED))
     parser.add_argument("--jobs", "-j", type=int, default=2)
+    parser.add_argument("--reuse", metavar="JSON", help="copy lbyl-tuned from this earlier accuracy.json")
     args = parser.parse_args(argv)
     path = Path(args.results)
     data = json.loads(path.read_text())
+    if args.reuse:
+        return _reuse(data, path, Path(args.reuse))
     shared = Path(args.shared)
     ratios = data["options"]["ratios"]
     jobs = []
@@ -71,6 +79,28 @@ def main(argv: list[str] | None = None) -> int:
     if METHOD not in data["options"]["methods"]:
         data["options"]["methods"].append(METHOD)
     data["tuned_lbyl_seconds"] = round(time.perf_counter() - started, 1)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    (path.parent / "accuracy.md").write_text(accuracy.markdown(data) + "\n")
+    print("\n".join(tables.accuracy_table(data)))
+    return 0
+
+
+def _reuse(data: dict, path: Path, earlier_path: Path) -> int:
+    earlier = json.loads(earlier_path.read_text())
+    previous = {m["sha256"]: m for m in tables.ran_models(earlier)}
+    ratios = data["options"]["ratios"]
+    for model in tables.ran_models(data):
+        old = previous.get(model["sha256"], {"results": []})
+        rows = {r["ratio"]: r for r in old["results"] if r["method"] == METHOD}
+        if any(r not in rows for r in ratios):
+            print(f"tuned_lbyl.py: {earlier_path} has no {METHOD} for {model['name']} at every ratio", file=sys.stderr)
+            return 2
+        model["results"] = [r for r in model["results"] if r["method"] != METHOD]
+        model["results"] += [dict(rows[r], reused_from=f"{earlier_path.name} of {earlier.get('created')} "
+                                  f"(git {(earlier.get('git') or {}).get('commit', '?')})") for r in ratios]
+    if METHOD not in data["options"]["methods"]:
+        data["options"]["methods"].append(METHOD)
+    data["tuned_lbyl_reused_from"] = earlier.get("created")
     path.write_text(json.dumps(data, indent=2) + "\n")
     (path.parent / "accuracy.md").write_text(accuracy.markdown(data) + "\n")
     print("\n".join(tables.accuracy_table(data)))
