@@ -24,7 +24,8 @@ from .validate import model_inputs, random_inputs
 
 
 PROBE_BATCH = 32  # synthetic images for the data-free probe (graph.probe)
-PROBE_POOL = 256  # candidates the model chooses them from (synthetic.recognised_rows)
+PROBE_POOL = 256  # candidates the model chooses them from (synthetic.recognised_rows) ...
+PROBE_POOL_VALUES = 1 << 22  # ... fewer for large images (at most this many numbers), but at least 2 per pick
 
 
 def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions,
@@ -47,7 +48,8 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None =
     PROBE_BATCH images picked by the model itself from PROBE_POOL synthetic candidates (the ones
     it classifies most confidently, class by class; a random share when its output is not class
     scores). The images go through the model's declared preprocessing when its metadata has
-    one, else are standardised to zero mean and unit variance per channel. Other models get
+    one, else are standardised to zero mean and unit variance per channel. Large images get a
+    smaller pool (PROBE_POOL_VALUES), so a 224x224 model judges 64 candidates. Other models get
     Gaussian-field images for their 4-D float inputs and seeded random values for the rest."""
     feeds = random_inputs(model, PROBE_BATCH, seed=seed)
     rng = np.random.default_rng(seed)
@@ -59,8 +61,9 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None =
     name, (batch, *rest) = images[0], feeds[images[0]].shape
     dtype = feeds[name].dtype
     step = 1 if batch == PROBE_BATCH else batch  # a fixed batch axis: whole batches only
-    pool = _to_model_input(model, synthetic_pool((-(-PROBE_POOL // step) * step, *rest), rng), dtype)
     count = -(-PROBE_BATCH // step) * step
+    candidates = max(2 * count, min(PROBE_POOL, PROBE_POOL_VALUES // int(np.prod(rest))))
+    pool = _to_model_input(model, synthetic_pool((-(-candidates // step) * step, *rest), rng), dtype)
     scores = classifier_scores(model, {name: pool}, scratch=scratch)
     rows = rng.permutation(pool.shape[0])[:count] if scores is None else recognised_rows(scores, count)
     return {name: np.ascontiguousarray(pool[np.sort(rows)])}

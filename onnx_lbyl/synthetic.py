@@ -94,8 +94,8 @@ def dead_leaves(shape: tuple[int, ...], rng: np.random.Generator, alpha: float =
 
 
 def synthetic_pool(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """N candidate images on a [0, 1] scale: equal shares of Gaussian fields and of dead leaves
-    at every DEAD_LEAVES_ALPHAS (the last share takes the remainder)."""
+    """N candidate images on a [0, 1] scale: equal shares of Gaussian fields and of dead
+    leaves at every DEAD_LEAVES_ALPHAS (the last share takes the remainder)."""
     n = shape[0]
     kinds = 1 + len(DEAD_LEAVES_ALPHAS)
     counts = [n // kinds] * (kinds - 1) + [n - (kinds - 1) * (n // kinds)]
