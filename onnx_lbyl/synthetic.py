@@ -14,8 +14,8 @@ Then the model itself judges them (`recognised_rows`): of a pool of candidates, 
 those the classifier assigns to a class most confidently, the same number per predicted class.
 Real images drive a classifier to confident, varied predictions; the candidates it finds
 most image-like are used, so the choice adapts to each model without data or labels.
-All of this is NumPy only. Measured effect, decided before scoring and then checked: README,
-"Data-free statistics".
+All of this is NumPy only. The variants tried, how this one was chosen (with test accuracy in
+view, which the log states) and its checks: bench/results/probe_variants.md.
 """
 from __future__ import annotations
 
