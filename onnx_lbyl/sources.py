@@ -15,6 +15,7 @@ import onnx
 from .errors import InputError, first_line
 from .graph.chains import Chain
 from .graph.external import Scratch
+from .graph.layers import HANDLERS
 from .graph.probe import ProbedStatistics, classifier_scores, probe_statistics
 from .numerics.folding import ChannelLayer
 from .numerics.statistics import GaussianMoments, moments_from_batchnorm, relu_covariance, relu_mean
@@ -26,6 +27,12 @@ from .validate import model_inputs, random_inputs
 PROBE_BATCH = 32  # synthetic images for the data-free probe (graph.probe)
 PROBE_POOL = 256  # candidates the model chooses them from (synthetic.recognised_rows) ...
 PROBE_POOL_VALUES = 1 << 22  # ... fewer for large images (at most this many numbers), but at least 2 per pick
+# A Conv chain gets a sample per image and position, thousands from PROBE_BATCH images; a Gemm or
+# MatMul chain gets one per image, so a 300-wide MLP layer would estimate its 300x300 covariance
+# from 32 samples. Such chains get SAMPLES_PER_CHANNEL images per channel, as long as the probe
+# input stays within PROBE_MAX_VALUES numbers (LeNet-300-100: 1,200 images of 28x28).
+SAMPLES_PER_CHANNEL = 4
+PROBE_MAX_VALUES = 1 << 21
 
 
 def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions,
@@ -39,13 +46,17 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
     wanted = [c for c in chains if options.statistics == "probe" or (options.statistics == "auto" and c.batchnorm is None)]
     if not wanted:
         return {}
-    feeds = synthetic_feeds(model, options.seed, scratch)
+    dense = [SAMPLES_PER_CHANNEL * HANDLERS[c.producer.op].out_channels(c.producer)
+             for c in wanted if c.producer.op in ("Gemm", "MatMul")]
+    feeds = synthetic_feeds(model, options.seed, scratch, rows=max(dense, default=PROBE_BATCH))
     return probe_statistics(model, wanted, feeds, batch=PROBE_BATCH, scratch=scratch)
 
 
-def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None = None) -> dict[str, np.ndarray]:
+def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None = None,
+                    rows: int = PROBE_BATCH) -> dict[str, np.ndarray]:
     """Data-free probe input (onnx_lbyl.synthetic). A model with a single 4-D float input gets
-    PROBE_BATCH images picked by the model itself from PROBE_POOL synthetic candidates (the ones
+    `rows` images (at least PROBE_BATCH, fewer if they would exceed PROBE_MAX_VALUES numbers)
+    picked by the model itself from max(PROBE_POOL, 2 x rows) synthetic candidates (the ones
     it classifies most confidently, class by class; a random share when its output is not class
     scores). The images go through the model's declared preprocessing when its metadata has
     one, else are standardised to zero mean and unit variance per channel. Large images get a
@@ -60,13 +71,15 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None =
         return feeds
     name, (batch, *rest) = images[0], feeds[images[0]].shape
     dtype = feeds[name].dtype
+    values = int(np.prod(rest))
+    wanted = max(PROBE_BATCH, min(rows, PROBE_MAX_VALUES // values))
     step = 1 if batch == PROBE_BATCH else batch  # a fixed batch axis: whole batches only
-    count = -(-PROBE_BATCH // step) * step
-    candidates = max(2 * count, min(PROBE_POOL, PROBE_POOL_VALUES // int(np.prod(rest))))
+    count = -(-wanted // step) * step
+    candidates = max(2 * count, min(PROBE_POOL, PROBE_POOL_VALUES // values))
     pool = _to_model_input(model, synthetic_pool((-(-candidates // step) * step, *rest), rng), dtype)
     scores = classifier_scores(model, {name: pool}, scratch=scratch)
-    rows = rng.permutation(pool.shape[0])[:count] if scores is None else recognised_rows(scores, count)
-    return {name: np.ascontiguousarray(pool[np.sort(rows)])}
+    picked = rng.permutation(pool.shape[0])[:count] if scores is None else recognised_rows(scores, count)
+    return {name: np.ascontiguousarray(pool[np.sort(picked)])}
 
 
 def _to_model_input(model: onnx.ModelProto, pixels: np.ndarray, dtype) -> np.ndarray:

@@ -85,3 +85,39 @@ def test_a_model_without_class_scores_gets_a_random_share_of_the_pool():
     x = synthetic_feeds(model, seed=0)["x"]
     assert x.shape == (PROBE_BATCH, 3, 6, 6)
     assert np.allclose(x.mean(axis=(0, 2, 3)), 0, atol=0.5)  # standardised over the pool, not the share
+
+
+def _mlp(hidden: int = 20) -> onnx.ModelProto:
+    """x (N, 1, 4, 4) -> Flatten -> Gemm(16 -> hidden) -> Relu -> Gemm(hidden -> 3)."""
+    rng = np.random.default_rng(4)
+    model = onnx.parser.parse_model(f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    mlp (float[N, 1, 4, 4] x) => (float[N, 3] y) {{
+        f = Flatten (x)
+        h = Gemm <transB = 1> (f, w1, b1)
+        a = Relu (h)
+        y = Gemm <transB = 1> (a, w2, b2)
+    }}""")
+    for name, shape in (("w1", (hidden, 16)), ("b1", (hidden,)), ("w2", (3, hidden)), ("b2", (3,))):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    return model
+
+
+def test_a_dense_chain_gets_enough_probe_images_for_its_covariance(monkeypatch):
+    """One sample per image: a Gemm chain of n channels is probed with SAMPLES_PER_CHANNEL * n
+    images (a Conv chain gets thousands of samples from PROBE_BATCH images already)."""
+    import onnx_graphsurgeon as gs
+
+    from onnx_lbyl import CompressOptions, sources
+    from onnx_lbyl.graph.chains import find_chains
+
+    model = _mlp(hidden=20)
+    chains, _ = find_chains(gs.import_onnx(model), {"x"}, frozenset())
+    seen = {}
+    monkeypatch.setattr(sources, "probe_statistics", lambda m, c, feeds, **kw: seen.setdefault("x", feeds["x"]))
+    sources.probe_chains(model, chains, CompressOptions())
+    assert seen["x"].shape == (sources.SAMPLES_PER_CHANNEL * 20, 1, 4, 4)
+    monkeypatch.setattr(sources, "PROBE_MAX_VALUES", 16 * 40)  # the cap: at most 40 images of 16 numbers
+    assert sources.synthetic_feeds(model, 0, rows=1000)["x"].shape[0] == 40
+    monkeypatch.setattr(sources, "PROBE_MAX_VALUES", 16)  # never fewer than PROBE_BATCH
+    assert sources.synthetic_feeds(model, 0, rows=1000)["x"].shape[0] == PROBE_BATCH
