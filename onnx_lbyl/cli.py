@@ -19,7 +19,7 @@ from .graph.io import check_output_path, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
-from .options import DEFAULT_METHOD, METHOD_HELP, METHODS, CompressOptions
+from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, STATISTICS_SOURCES, CompressOptions
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
 
@@ -74,6 +74,13 @@ def _choices_help(table: dict[str, str]) -> str:
               help="Optional unlabeled inputs (uint8 `images` get the model's preprocessing, or arrays named "
                    "like the model's inputs) on which the statistical methods measure the activations "
                    "instead of using BN statistics or synthetic input. A few hundred images suffice.")
+@click.option("--statistics", type=click.Choice(STATISTICS_SOURCES), default="auto", show_default=True,
+              help="Where the statistical methods get pre-activation statistics without --calibration: "
+                   "batchnorm (the BN node's gamma/beta), probe (the model run on synthetic images), "
+                   "auto (BN where the chain has a BN node, else the probe).")
+@click.option("--calibration-fit", type=click.Choice(CALIBRATION_FITS), default="activations", show_default=True,
+              help="With --calibration: activations (least squares on the measured activations) or "
+                   "gaussian (only their mean and covariance, in the Gaussian model).")
 @click.option("--layer-ratio", "layer_ratio", metavar="PATTERN=R", multiple=True,
               help="Ratio R for the layers whose name matches the shell-style PATTERN (repeatable; the last match wins).")
 @click.option("--exclude", metavar="PATTERN", multiple=True,
@@ -96,7 +103,8 @@ def _choices_help(table: dict[str, str]) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
-                     exclude=(), target_macs=None, allow_approximate=(), round_to=1) -> None:
+                     exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
+                     calibration_fit="activations") -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 
@@ -113,7 +121,8 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                               lambda1=lambda1, lambda2=lambda2, calibration=calibration_path,
                               layer_ratios=tuple(parse_layer_ratio(text) for text in layer_ratio),
                               exclude=tuple(exclude), target_macs=target_macs,
-                              allow_approximate=tuple(allow_approximate), round_to=round_to).check()
+                              allow_approximate=tuple(allow_approximate), round_to=round_to,
+                              statistics=statistics, calibration_fit=calibration_fit).check()
     output = check_output_path(input_path, output_path)
     if report_path is not None:
         check_output_path(input_path, report_path)

@@ -74,7 +74,8 @@ def test_help_and_version(capsys):
     assert main(["compress", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--ratio", "--method", "--criterion", "--seed", "--lambda1", "--lambda2", "--report", "--quiet",
-                   "--calibration", "--layer-ratio", "--exclude", "--target-macs", "--allow-approximate", "--round-to"):
+                   "--calibration", "--layer-ratio", "--exclude", "--target-macs", "--allow-approximate", "--round-to",
+                   "--statistics", "--calibration-fit"):
         assert option in text
     assert main(["--version"]) == 0
 

@@ -137,6 +137,28 @@ def test_calibration_command_line_end_to_end(tmp_path):
     assert main([str(source), str(out), "--method", "moments", "--calibration", str(tmp_path / "none.npz")]) == 2
 
 
+def test_statistics_source_and_calibration_fit_from_the_command_line(tmp_path):
+    """--statistics and --calibration-fit reach the options the pruned model records; the two
+    statistics sources of a BN model give different compensations."""
+    rng = np.random.default_rng(5)
+    model = chain_model(rng.standard_normal((8, 3, 3, 3)), rng.standard_normal((4, 8, 3, 3)), bn=random_bn(rng, 8), height=6)
+    source, data = tmp_path / "in.onnx", tmp_path / "cal.npz"
+    onnx.save(model, source)
+    np.savez(data, images=rng.integers(0, 256, (20, 3, 6, 6), dtype=np.uint8))
+    weights = {}
+    for name, extra in (("bn", ["--statistics", "batchnorm"]), ("probe", ["--statistics", "probe"]),
+                        ("gaussian", ["--calibration", str(data), "--calibration-fit", "gaussian"])):
+        out = tmp_path / f"{name}.onnx"
+        assert main([str(source), str(out), "--ratio", "0.5", "--method", "moments", "-q", *extra]) == 0
+        pruned = onnx.load(out)
+        options = json.loads({p.key: p.value for p in pruned.metadata_props}["onnx_lbyl.options"])
+        assert options["statistics"] == (extra[1] if extra[0] == "--statistics" else "auto")
+        assert options["calibration_fit"] == ("gaussian" if name == "gaussian" else "activations")
+        weights[name] = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}["w2"]
+    assert not np.allclose(weights["bn"], weights["probe"])
+    assert main([str(source), str(tmp_path / "x.onnx"), "--statistics", "guess"]) == 2
+
+
 def test_calibration_with_activations_fit_is_least_squares_on_the_samples():
     """moments on measured activations = least squares with intercept of the removed activations
     on the kept ones over the same samples (1x1 consumer: the output error is that residual)."""
