@@ -65,7 +65,7 @@ def _choices_help(table: dict[str, str]) -> str:
               help="How removed channels are compensated. " + _choices_help(METHOD_HELP) + ".")
 @click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l2", show_default=True,
               help="Which channels are removed (lowest first). " + _choices_help(CRITERION_HELP) + ".")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random criterion.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random criterion and of the data-free probe's synthetic images.")
 @click.option("--lambda1", type=float, default=DEFAULT_LAMBDAS.lambda1, show_default=True,
               help="LBYL weight of the bias mismatch relative to the filter mismatch.")
 @click.option("--lambda2", type=float, default=DEFAULT_LAMBDAS.lambda2, show_default=True,

@@ -42,7 +42,7 @@ class CompressOptions:
     ratio: fraction of output channels removed from every prunable Conv, in [0, 1).
     method: how removed channels are compensated (see METHOD_HELP).
     criterion: which channels are removed (see numerics.selection.CRITERION_HELP).
-    seed: seeds the random criterion (and nothing else).
+    seed: seeds the random criterion and the data-free probe's synthetic images.
     lambda1, lambda2: LBYL's weights (numerics.compensation.LbylLambdas says what they mean).
     statistics: where the statistical methods get pre-activation statistics: "batchnorm"
         (the BN node's gamma/beta), "probe" (the unpruned model run on standard-normal
