@@ -45,8 +45,8 @@ class CompressOptions:
     seed: seeds the random criterion and the data-free probe's synthetic images.
     lambda1, lambda2: LBYL's weights (numerics.compensation.LbylLambdas says what they mean).
     statistics: where the statistical methods get pre-activation statistics: "batchnorm"
-        (the BN node's gamma/beta), "probe" (the unpruned model run on standard-normal
-        synthetic input), "auto" (BN where the chain has one, else probe).
+        (the BN node's gamma/beta), "probe" (the unpruned model run on synthetic images it
+        picks itself, onnx_lbyl.synthetic), "auto" (BN where the chain has one, else probe).
     validation_batch: rows of the random validation batch when the batch axis is dynamic.
     layer_ratios: (pattern, ratio) pairs overriding `ratio` for chains whose name matches the
         shell-style pattern; the last match wins.
