@@ -58,8 +58,9 @@ DEFAULT_METHODS = ("moments-greedy", "moments-greedy" + CALIBRATED, "lbyl", "lby
 ALL_METHODS = tuple(METHODS) + tuple(m + CALIBRATED for m in METHODS)
 DATASETS = {"cifar10": "cifar10_test.npz", "fashion_mnist": "fashion_mnist_test.npz"}
 PROTOCOL = ("One ratio for every prunable layer; criterion as listed (l2 unless stated); every other "
-            "compression setting is the CompressOptions default, fixed before scoring (nothing tuned on "
-            "the test set); no fine-tuning, no data used by compression; top-1 on the full test set with "
+            "compression setting is the CompressOptions default, fixed before this run (no setting is chosen "
+            "per model or ratio; the data-free probe's design was chosen in development with test scores in "
+            "view, see bench/results/probe_variants.md); no fine-tuning, no data used by compression; top-1 on the full test set with "
             "the preprocessing in each model's lbyl_eval.preprocess metadata.")
 
 
