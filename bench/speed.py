@@ -45,21 +45,23 @@ GOAL = 3.0
 SLOW = 30.0  # a compression slower than this is not repeated (the whole run stays short)
 
 
-def _vm_hwm_mb() -> float:
-    """Peak resident set size of this process so far (Linux /proc), in MB."""
+def _proc_status_mb(key: str) -> float:
+    """A memory field of this process's /proc/self/status (Linux), in MB; NaN elsewhere."""
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _vm_hwm_mb() -> float:
+    """Peak resident set size of this process so far."""
+    return _proc_status_mb("VmHWM")
 
 
 def _vm_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident set size of this process now."""
+    return _proc_status_mb("VmRSS")
 
 
 def _recommended_pipeline() -> None:

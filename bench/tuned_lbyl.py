@@ -69,16 +69,24 @@ def main(argv: list[str] | None = None) -> int:
                 best[key] = (top1, job[3], job[4])
             print(f"[{done}/{len(jobs)}] {key[0]} ratio {key[1]} lambda1={job[3]} lambda2={job[4]}: {100 * top1:.2f}",
                   file=sys.stderr, flush=True)
+    grid = f"test labels (grid lambda1 in {list(LAMBDA1)}, lambda2 in {list(LAMBDA2)})"
     for model in tables.ran_models(data):
-        model["results"] = [r for r in model["results"] if r["method"] != METHOD]
-        for ratio in ratios:
-            top1, l1, l2 = best[(Path(model["file"]).stem, ratio)]
-            model["results"].append({"method": METHOD, "criterion": "l2", "ratio": ratio, "top1": top1,
-                                     "lambda1": l1, "lambda2": l2, "tuned_on": "test labels (grid "
-                                     f"lambda1 in {list(LAMBDA1)}, lambda2 in {list(LAMBDA2)})"})
+        _set_anchor(model, [{"method": METHOD, "criterion": "l2", "ratio": ratio, "top1": top1, "lambda1": l1,
+                             "lambda2": l2, "tuned_on": grid}
+                            for ratio in ratios for top1, l1, l2 in [best[(Path(model["file"]).stem, ratio)]]])
+    data["tuned_lbyl_seconds"] = round(time.perf_counter() - started, 1)
+    return _save(data, path)
+
+
+def _set_anchor(model: dict, rows: list[dict]) -> None:
+    """Replace the model's lbyl-tuned results by `rows`."""
+    model["results"] = [r for r in model["results"] if r["method"] != METHOD] + rows
+
+
+def _save(data: dict, path: Path) -> int:
+    """Write the JSON and its markdown beside it, print the table."""
     if METHOD not in data["options"]["methods"]:
         data["options"]["methods"].append(METHOD)
-    data["tuned_lbyl_seconds"] = round(time.perf_counter() - started, 1)
     path.write_text(json.dumps(data, indent=2) + "\n")
     (path.parent / "accuracy.md").write_text(accuracy.markdown(data) + "\n")
     print("\n".join(tables.accuracy_table(data)))
@@ -95,16 +103,10 @@ def _reuse(data: dict, path: Path, earlier_path: Path) -> int:
         if any(r not in rows for r in ratios):
             print(f"tuned_lbyl.py: {earlier_path} has no {METHOD} for {model['name']} at every ratio", file=sys.stderr)
             return 2
-        model["results"] = [r for r in model["results"] if r["method"] != METHOD]
-        model["results"] += [dict(rows[r], reused_from=f"{earlier_path.name} of {earlier.get('created')} "
-                                  f"(git {(earlier.get('git') or {}).get('commit', '?')})") for r in ratios]
-    if METHOD not in data["options"]["methods"]:
-        data["options"]["methods"].append(METHOD)
+        source = f"{earlier_path.name} of {earlier.get('created')} (git {(earlier.get('git') or {}).get('commit', '?')})"
+        _set_anchor(model, [dict(rows[r], reused_from=source) for r in ratios])
     data["tuned_lbyl_reused_from"] = earlier.get("created")
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    (path.parent / "accuracy.md").write_text(accuracy.markdown(data) + "\n")
-    print("\n".join(tables.accuracy_table(data)))
-    return 0
+    return _save(data, path)
 
 
 if __name__ == "__main__":

@@ -55,11 +55,6 @@ def gaussian_pixels(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndar
     return np.clip(NATURAL_PIXEL_MEAN + NATURAL_PIXEL_STD * synthetic_images(shape, rng), 0.0, 1.0)
 
 
-def synthetic_pixels(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """gaussian_pixels as uint8 (N, C, H, W), the form of raw images."""
-    return np.round(gaussian_pixels(shape, rng) * 255).astype(np.uint8)
-
-
 def dead_leaves(shape: tuple[int, ...], rng: np.random.Generator, alpha: float = 3.0) -> np.ndarray:
     """(N, C, H, W) dead-leaves images on a [0, 1] scale: discs painted front to back until the
     image is covered, radii between size/DEAD_LEAVES_SCALE and the image size with density
@@ -114,11 +109,8 @@ def recognised_rows(scores: np.ndarray, count: int) -> np.ndarray:
     shifted = scores - scores.max(axis=1, keepdims=True)
     probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
-    queues = [list(np.flatnonzero(predicted == k)[np.argsort(-confidence[predicted == k], kind="stable")])
-              for k in np.unique(predicted)]
-    picked: list[int] = []
-    while len(picked) < count:
-        for queue in queues:
-            if queue and len(picked) < count:
-                picked.append(int(queue.pop(0)))
-    return np.asarray(picked, dtype=np.int64)
+    by_class = np.lexsort((-confidence, predicted))  # class by class, most confident first
+    rank = np.empty(len(scores), dtype=np.int64)  # place of each row within its class
+    starts = np.searchsorted(predicted[by_class], predicted[by_class])
+    rank[by_class] = np.arange(len(scores)) - starts
+    return np.lexsort((predicted, rank))[:count].astype(np.int64)  # round r takes every class's r-th row

@@ -21,7 +21,7 @@ def test_expected_error_is_the_output_error_on_the_samples_it_was_computed_from(
     s = rng.standard_normal((kept.size, removed.size))
     residual = a[:, removed] - a[:, kept] @ s
     direct = np.mean(np.sum((residual @ w2[:, removed, 0, 0].T) ** 2, axis=1))
-    rows = w2[:, :, 0, 0].T
+    rows = w2[:, removed, 0, 0].T
     assert np.isclose(expected_output_error(s, a.T @ a / samples, rows @ rows.T, kept, removed), direct, rtol=1e-10)
 
 

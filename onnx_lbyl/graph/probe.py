@@ -66,21 +66,17 @@ def probe_statistics(
     external data, since protobuf cannot serialise it."""
     names = [chain.activation.inputs[0].name for chain in chains] + [chain.activation.outputs[0].name for chain in chains]
     session = ort.InferenceSession(_probe_model(model, names, scratch), providers=["CPUExecutionProvider"])
-    rows = min(int(np.shape(v)[0]) for v in feeds.values())
-    fixed = [i.shape[0] for i in session.get_inputs() if isinstance(i.shape[0], int) and i.shape[0] > 0]
-    step = fixed[0] if fixed else max(1, batch)
-    stops = range(step, rows + 1, step) if fixed else range(step, rows + step, step)
     pre = [_Accumulator() for _ in chains]
     post = [_Accumulator() for _ in chains]
-    for stop in stops:
-        start = stop - step
-        part = {k: v[start:min(stop, rows)] for k, v in feeds.items()}
+    parts = _batches(session, feeds, batch)
+    for part in parts:
         values = session.run(names, part)
         for index, value in enumerate(values):
             flat = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
             (pre if index < len(chains) else post)[index % len(chains)].add(flat)
-    if pre and pre[0].count == 0:
-        raise ValueError(f"no complete batch of {step} rows in the probe data ({rows} rows)")
+    if not parts:
+        rows = min(int(np.shape(v)[0]) for v in feeds.values())
+        raise ValueError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
     result = {}
     for chain, zs, acts in zip(chains, pre, post):
         mean, cov = zs.moments()
@@ -95,19 +91,24 @@ def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batc
     own), if it looks like class scores: (rows, K) with K >= 2 (trailing axes of size 1 are
     allowed). None otherwise (detectors, segmenters, feature extractors)."""
     session = ort.InferenceSession(_probe_model(model, [], scratch), providers=["CPUExecutionProvider"])
-    rows = min(int(np.shape(v)[0]) for v in feeds.values())
-    fixed = [i.shape[0] for i in session.get_inputs() if isinstance(i.shape[0], int) and i.shape[0] > 0]
-    step = fixed[0] if fixed else max(1, batch)
     name = session.get_outputs()[0].name
-    parts = [session.run([name], {k: v[start:start + step] for k, v in feeds.items()})[0]
-             for start in range(0, rows - step + 1 if fixed else rows, step)]
+    parts = [session.run([name], part)[0] for part in _batches(session, feeds, batch)]
     if not parts:
         return None
     scores = np.concatenate(parts)
-    squeezed = scores.reshape(scores.shape[0], -1) if scores.ndim >= 2 else None
-    if squeezed is None or squeezed.shape[1] < 2 or scores.ndim > 2 and any(d != 1 for d in scores.shape[2:]):
+    if scores.ndim < 2 or scores.shape[1] < 2 or any(d != 1 for d in scores.shape[2:]):
         return None
-    return squeezed
+    return scores.reshape(scores.shape[0], -1)
+
+
+def _batches(session: ort.InferenceSession, feeds: dict[str, np.ndarray], batch: int) -> list[dict[str, np.ndarray]]:
+    """`feeds` cut into runs of `batch` rows (all inputs share the first axis); a model whose
+    batch axis is fixed gets runs of that size, and a final shorter remainder is dropped."""
+    rows = min(int(np.shape(v)[0]) for v in feeds.values())
+    fixed = [i.shape[0] for i in session.get_inputs() if isinstance(i.shape[0], int) and i.shape[0] > 0]
+    step = fixed[0] if fixed else max(1, batch)
+    starts = range(0, rows - step + 1, step) if fixed else range(0, rows, step)
+    return [{k: v[start:start + step] for k, v in feeds.items()} for start in starts]
 
 
 def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | None) -> bytes | str:

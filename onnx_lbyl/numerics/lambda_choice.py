@@ -38,15 +38,16 @@ class LambdaChoice:
 
 
 def expected_output_error(
-    coefficients: np.ndarray, second_moment: np.ndarray, row_gram: np.ndarray, kept: np.ndarray, removed: np.ndarray
+    coefficients: np.ndarray, second_moment: np.ndarray, removed_gram: np.ndarray, kept: np.ndarray, removed: np.ndarray
 ) -> float:
-    """tr(Q_RR E[r r^T]) for r = a_R - S^T a_K (module docstring)."""
+    """tr(Q_RR E[r r^T]) for r = a_R - S^T a_K (module docstring); `removed_gram` is Q_RR, the
+    Gram matrix of the removed channels' rows only."""
     m_kk = second_moment[np.ix_(kept, kept)]
     m_kr = second_moment[np.ix_(kept, removed)]
     m_rr = second_moment[np.ix_(removed, removed)]
     cross = coefficients.T @ m_kr
     residual = m_rr - cross - cross.T + coefficients.T @ m_kk @ coefficients
-    return float(np.sum(row_gram[np.ix_(removed, removed)] * residual))
+    return float(np.sum(removed_gram * residual))
 
 
 def choose_lbyl_lambdas(
@@ -62,13 +63,13 @@ def choose_lbyl_lambdas(
     """The grid pair whose LBYL coefficients leave the least expected next-layer output error
     (the first such pair on ties). `next_weight` has its input-channel axis at `axis`."""
     n = activation_mean.size
-    rows = np.moveaxis(np.asarray(next_weight, dtype=np.float64), axis, 0).reshape(n, -1)
-    row_gram = rows @ rows.T
+    rows = np.moveaxis(np.asarray(next_weight, dtype=np.float64), axis, 0).reshape(n, -1)[removed]
+    removed_gram = rows @ rows.T
     second = activation_cov + np.outer(activation_mean, activation_mean)
     best, errors = None, []
     for lambdas in grid:
         coefficients = lbyl_coefficients(layer, kept, removed, lambdas)
-        error = expected_output_error(coefficients, second, row_gram, kept, removed)
+        error = expected_output_error(coefficients, second, removed_gram, kept, removed)
         errors.append(error)
         if best is None or error < best[0]:
             best = (error, lambdas, coefficients)
