@@ -2,6 +2,7 @@
 
     python bench/accuracy.py                      # everything (see accuracy.md for the time taken)
     python bench/accuracy.py --models akamaster_resnet20_cifar10_bn --ratios 0.3
+    python bench/accuracy.py --seed 1 --methods moments-greedy --out bench/results/seeds/seed1   # another probe draw
 
 Protocol, fixed before any scoring (the JSON records it): one ratio for every prunable
 layer, the l2 criterion unless --criteria says otherwise, every other setting the
@@ -30,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     "cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                     "numpy": np.__version__},
         "protocol": PROTOCOL,
-        "options": {"methods": args.methods, "criteria": args.criteria, "ratios": args.ratios,
+        "options": {"methods": args.methods, "criteria": args.criteria, "ratios": args.ratios, "seed": args.seed,
                     "batch_size": args.batch_size, "jobs": args.jobs,
                     "compress_defaults": CompressOptions().to_dict()},
         "models": [],
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     settings = [(c, m, r) for c in args.criteria for m in args.methods for r in args.ratios]
     tasks = [Task(str(path), str(data_path), None) for path, _, data_path in models]  # unpruned first
-    tasks += [Task(str(path), str(data_path), setting) for path, _, data_path in models for setting in settings]
+    tasks += [Task(str(path), str(data_path), setting, args.seed) for path, _, data_path in models for setting in settings]
     outcomes: dict[Task, dict] = {}
     for done, (task, outcome) in enumerate(run_tasks(tasks, args), start=1):
         outcomes[task] = outcome
@@ -144,6 +145,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--criteria", nargs="+", default=["l2"], metavar="CRITERION",
                    help="selection criteria (default: l2)")
     p.add_argument("--ratios", nargs="+", type=float, default=list(DEFAULT_RATIOS))
+    p.add_argument("--seed", type=int, default=0,
+                   help="CompressOptions.seed for every setting (it seeds the data-free probe's images)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
                    help="worker processes, each with one onnxruntime thread (default: one per CPU; "
@@ -202,6 +205,7 @@ class Task:
     model: str
     data: str
     setting: tuple[str, str, float] | None  # (criterion, method, ratio); None = the unpruned model
+    seed: int = field(default=0, compare=False)  # CompressOptions.seed; one per run, so not part of the key
 
 
 _THREADS: int | None = None  # onnxruntime threads in this process; set per worker
@@ -235,7 +239,7 @@ def score(task: Task, batch_size: int) -> dict:
         started = time.perf_counter()
         try:
             result = compress(model, CompressOptions(ratio=ratio, method=method, criterion=criterion,
-                                                     calibration=calibration))
+                                                     calibration=calibration, seed=task.seed))
         except NothingToPruneError as exc:
             return {"nothing_to_prune": str(exc)}
         compress_seconds = time.perf_counter() - started
