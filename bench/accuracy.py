@@ -238,7 +238,7 @@ def score(task: Task, batch_size: int) -> dict:
             calibration = {"images": _dataset(task.data).images[:CALIBRATION_IMAGES]}
         started = time.perf_counter()
         try:
-            result = compress(model, CompressOptions(ratio=ratio, method=method, criterion=criterion,
+            result = compress(model, CompressOptions(ratio=ratio, scope="chains", method=method, criterion=criterion,
                                                      calibration=calibration, seed=task.seed))
         except NothingToPruneError as exc:
             return {"nothing_to_prune": str(exc)}

@@ -190,7 +190,7 @@ def bench_model(name: str, args) -> dict:
     layers = None
     if name != "mobilenet_v2":
         started = time.perf_counter()
-        tool = compress(original, CompressOptions(ratio=0.3))
+        tool = compress(original, CompressOptions(ratio=0.3, scope="chains"))
         layers = [(l.name, l.next_layer, l.channels_before) for l in tool.report.layers]
         emulated = _variant(original, name, layers, 0.3, "exact")
         record["tool_at_0.3"] = {

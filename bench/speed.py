@@ -97,7 +97,7 @@ def child(mode: str, path: str, out: str, ratio: float) -> dict:
         onnx.save(onnx.load(path), out)
     else:
         try:
-            result = compress(path, CompressOptions(ratio=ratio))
+            result = compress(path, CompressOptions(ratio=ratio, scope="chains"))
             save_atomic(result.model, out)
             record["macs_ratio"] = result.report.macs_after / result.report.macs_before
             record["chains_pruned"] = result.report.chains_pruned
@@ -222,7 +222,7 @@ from onnx_lbyl import CompressOptions, compress
 from onnx_lbyl.graph.io import save_atomic
 profiler = cProfile.Profile()
 profiler.enable()
-save_atomic(compress({str(path)!r}, CompressOptions(ratio={RATIO})).model, {str(workdir / 'profile.out.onnx')!r})
+save_atomic(compress({str(path)!r}, CompressOptions(ratio={RATIO}, scope="chains")).model, {str(workdir / 'profile.out.onnx')!r})
 profiler.disable()
 text = io.StringIO()
 stats = pstats.Stats(profiler, stream=text)

@@ -19,7 +19,7 @@ from .graph.io import check_output_path, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
-from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, STATISTICS_SOURCES, CompressOptions
+from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, SCOPES, STATISTICS_SOURCES, CompressOptions
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
 
@@ -81,6 +81,10 @@ def _choices_help(table: dict[str, str]) -> str:
 @click.option("--calibration-fit", type=click.Choice(CALIBRATION_FITS), default="activations", show_default=True,
               help="With --calibration: activations (least squares on the measured activations) or "
                    "gaussian (only their mean and covariance, in the Gaussian model).")
+@click.option("--scope", type=click.Choice(SCOPES), default="groups", show_default=True,
+              help="groups: every channel group the analysis proves safe (residual streams, depthwise "
+                   "blocks, squeeze-excitation, Concat/Split, any activation); chains: only "
+                   "Conv -> [BN] -> Relu -> Conv chains whose middle nothing else reads (the papers' protocol).")
 @click.option("--layer-ratio", "layer_ratio", metavar="PATTERN=R", multiple=True,
               help="Ratio R for the layers whose name matches the shell-style PATTERN (repeatable; the last match wins).")
 @click.option("--exclude", metavar="PATTERN", multiple=True,
@@ -104,7 +108,7 @@ def _choices_help(table: dict[str, str]) -> str:
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
                      exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
-                     calibration_fit="activations") -> None:
+                     calibration_fit="activations", scope="groups") -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 
@@ -122,7 +126,8 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                               layer_ratios=tuple(parse_layer_ratio(text) for text in layer_ratio),
                               exclude=tuple(exclude), target_macs=target_macs,
                               allow_approximate=tuple(allow_approximate), round_to=round_to,
-                              statistics=statistics, calibration_fit=calibration_fit).check()
+                              statistics=statistics, calibration_fit=calibration_fit,
+                              scope=scope).check()
     output = check_output_path(input_path, output_path)
     if report_path is not None:
         check_output_path(input_path, report_path)

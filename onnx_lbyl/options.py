@@ -12,6 +12,7 @@ from .numerics.selection import CRITERIA
 
 METHODS = ("moments-greedy", "lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments",
            "lbyl-authors", "lbyl-auto")
+SCOPES = ("groups", "chains")
 DEFAULT_METHOD = "moments-greedy"  # why: README, "Which method is the default"
 METHOD_HELP = {
     "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
@@ -64,6 +65,10 @@ class CompressOptions:
     calibration_fit: with calibration data, "activations" fits the compensation by least
         squares (with intercept) on the measured activations themselves; "gaussian" uses only
         the measured mean/covariance of the pre-activations in the Gaussian model.
+    scope: "groups" prunes every channel group the analysis proves safe (residual streams,
+        depthwise blocks, squeeze-excitation, Concat/Split, any activation; groups.graph);
+        "chains" only Conv/Gemm/MatMul -> [BN] -> Relu -> Conv chains whose middle nothing
+        else reads (the papers' protocol: block-internal layers of a ResNet).
     """
 
     ratio: float = 0.3
@@ -81,6 +86,7 @@ class CompressOptions:
     round_to: int = 1
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
+    scope: str = "groups"
 
     def check(self) -> "CompressOptions":
         """Raise InputError naming the first option that is out of range."""
@@ -94,6 +100,8 @@ class CompressOptions:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.scope not in SCOPES:
+            raise InputError(f"unknown scope {self.scope!r}; choose from {', '.join(SCOPES)}")
         if self.statistics not in STATISTICS_SOURCES:
             raise InputError(f"unknown statistics source {self.statistics!r}; choose from {', '.join(STATISTICS_SOURCES)}")
         for pattern, value in self.layer_ratios:

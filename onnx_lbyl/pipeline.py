@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -18,7 +19,7 @@ import onnx_graphsurgeon as gs
 
 from . import __version__
 from .errors import NothingToPruneError, first_line, InputError
-from .graph.chains import Chain, find_chains, node_label
+from .graph.chains import Chain, Skipped, find_chains, node_label
 from .graph.cost import model_cost, node_macs
 from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
@@ -41,9 +42,12 @@ from .numerics.lambda_choice import choose_lbyl_lambdas
 from .numerics.selection import select_channels
 from .numerics.statistics import bias_correction, residual_mean
 from .options import STATISTICAL_METHODS, CompressOptions
+from .group_pruning import GROUP_METHODS, group_shape, measure, prune_groups
+from .groups import Group, analyse
+from .groups.graph import attach_shapes
 from .planning import ChainShape, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .report import CompressionReport, LayerReport, SkippedReport
-from .sources import activation_moments, probe_chains
+from .sources import activation_moments, calibration_feeds, probe_chains, synthetic_feeds
 from .validate import load_inputs, random_inputs, validate
 
 Progress = Callable[[int, int, LayerReport], None]
@@ -117,23 +121,33 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
 
     graph = gs.import_onnx(model)
     chains, skipped = find_chains(graph, {i.name for i in model.graph.input}, frozenset(options.allow_approximate))
-    if not chains:
-        raise NothingToPruneError(
-            f"no prunable chain found: looked for {PATTERN}; {len(skipped)} layer(s) checked"
-            + (f", e.g. {skipped[0].node}: {skipped[0].reason}" if skipped else "")
-        )
-    keeps = _kept_per_chain(model, chains, options)
+    groups: list[Group] = []
+    if options.scope == "groups":
+        attach_shapes(graph, model)
+        groups, skipped = _groups_beyond_chains(analyse(graph), chains, options.method)
+    if not chains and not groups:
+        raise NothingToPruneError(_nothing_found(skipped, options.scope))
+    keeps = _kept_per_unit(model, chains, groups, options)
 
     rng = np.random.default_rng(options.seed)
     probed = probe_chains(model, chains, options, scratch)
+    group_stats = _group_statistics(model, groups, options, scratch)
     layers = []
+    total = len(chains) + len(groups)
     for index, chain in enumerate(chains, start=1):
         layers.append(_prune_chain(chain, keeps[chain.name], options, rng, graph, probed.get(chain.name)))
         if progress is not None:
-            progress(index, len(chains), layers[-1])
+            progress(index, total, layers[-1])
+    if groups:
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
+        for index, layer in enumerate(prune_groups(graph, groups, keeps, options.method, group_stats, opset),
+                                      start=len(chains) + 1):
+            layers.append(layer)
+            if progress is not None:
+                progress(index, total, layer)
 
     pruned = _export(graph, model, options)
-    del graph, chains, chain  # they hold the edited weights, now copied into `pruned`
+    del graph, chains, groups  # they hold the edited weights, now copied into `pruned`
     original_path = None
     if is_large(model):
         # onnxruntime reads the original from a file; the weights we hold can go, if ours
@@ -173,10 +187,58 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     return CompressionResult(pruned, report, staged)
 
 
-def _kept_per_chain(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions) -> dict[str, int]:
-    """The channels every chain keeps after per-layer rules, the MACs target and rounding."""
+def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: str
+                          ) -> tuple[list[Group], list[Skipped]]:
+    """The prunable groups that are not chains (those keep the chain path, with every method
+    and BN statistics), and why each other group that has producers stays whole."""
+    chained = {(id(c.producer), id(c.consumer)) for c in chains}
+    beyond, skipped = [], []
+    for group in groups:
+        if not group.prunable:
+            if group.layer:
+                skipped.append(Skipped(group.name, "; ".join(group.reasons[:3])))
+            continue
+        if (len(group.producers) == 1 and len(group.reads) == 1
+                and (id(group.producers[0].node), id(group.reads[0].node)) in chained):
+            continue
+        if method not in GROUP_METHODS:
+            skipped.append(Skipped(group.name, f"method {method} compensates chains only (one producer, "
+                                               f"one consumer); {', '.join(GROUP_METHODS)} prune any group"))
+            continue
+        beyond.append(group)
+    return beyond, skipped
+
+
+def _nothing_found(skipped: list[Skipped], scope: str) -> str:
+    """The one-line refusal: what was looked for, the most common reason, how many others."""
+    what = "chain" if scope == "chains" else "layer"
+    looked_for = PATTERN if scope == "chains" else "channel groups that a layer produces and another reads"
+    head = f"no prunable {what} found: looked for {looked_for}; {len(skipped)} layer(s) checked"
+    if not skipped:
+        return head
+    reasons = Counter(s.reason for s in skipped)
+    reason, count = reasons.most_common(1)[0]
+    example = next(s.node for s in skipped if s.reason == reason)
+    others = len(skipped) - count
+    return (f"{head}, {count} because {reason} (e.g. {example})"
+            + (f"; {others} for {len(reasons) - 1} other reason(s), listed by --report" if others else ""))
+
+
+def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: CompressOptions, scratch):
+    """Measured statistics of every group read (calibration data, else the synthetic probe)."""
+    if not groups or options.method == "prune":
+        return {}
+    feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
+             else synthetic_feeds(model, options.seed, scratch))
+    return measure(model, groups, feeds, scratch)
+
+
+def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Group],
+                   options: CompressOptions) -> dict[str, int]:
+    """The channels every chain and group keeps after per-layer rules, the MACs target and rounding."""
     shapes = [ChainShape(c.name, c.producer.outputs[0].name, c.consumer.outputs[0].name,
                          HANDLERS[c.producer.op].out_channels(c.producer)) for c in chains]
+    shapes += [group_shape(g) for g in groups]
     ratio = options.ratio
     if options.target_macs is not None:
         ratio = ratio_for_target_macs(shapes, node_macs(model), options.target_macs, options.layer_ratios,

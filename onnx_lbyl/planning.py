@@ -15,17 +15,26 @@ from .numerics.selection import kept_count
 
 
 @dataclass(frozen=True)
-class ChainShape:
-    """What planning needs of a chain: its name, its two layers and its width."""
+class GroupShape:
+    """What planning needs of a prunable unit (a chain or a channel group): its name, its width,
+    and the layers whose MACs shrink with it. `outputs` are (layer, that layer's output
+    channels) for layers that lose output channels (producers, depthwise Convs), `inputs` the
+    same for layers that lose input channels (consumers); layers are keyed as graph.cost keys
+    them (first output name)."""
 
     name: str
-    producer: str
-    consumer: str
     channels: int
+    outputs: tuple[tuple[str, int], ...]
+    inputs: tuple[tuple[str, int], ...]
+
+
+def ChainShape(name: str, producer: str, consumer: str, channels: int) -> GroupShape:  # noqa: N802
+    """A chain: one producer loses output channels, one consumer the same input channels."""
+    return GroupShape(name, channels, ((producer, channels),), ((consumer, channels),))
 
 
 def layer_ratios(
-    chains: Sequence[ChainShape],
+    chains: Sequence[GroupShape],
     ratio: float,
     per_layer: Sequence[tuple[str, float]] = (),
     exclude: Sequence[str] = (),
@@ -52,26 +61,32 @@ def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
     return min(channels, -(-keep // round_to) * round_to)
 
 
-def kept_per_chain(chains: Sequence[ChainShape], ratios: Mapping[str, float], round_to: int = 1) -> dict[str, int]:
+def kept_per_chain(chains: Sequence[GroupShape], ratios: Mapping[str, float], round_to: int = 1) -> dict[str, int]:
     return {c.name: kept_channels(c.channels, ratios[c.name], round_to) for c in chains}
 
 
-def macs_after(chains: Sequence[ChainShape], node_macs: Mapping[str, int], ratios: Mapping[str, float],
+def macs_after(chains: Sequence[GroupShape], node_macs: Mapping[str, int], ratios: Mapping[str, float],
                round_to: int = 1) -> int:
-    """MACs once every chain keeps kept_channels(channels, ratio, round_to) channels: each
-    layer's MACs scale with the kept share of its output channels (as a producer) and of its
-    input channels (as a consumer); a bottleneck's middle Conv is both."""
+    """MACs once every unit keeps kept_channels(channels, ratio, round_to) channels: each
+    layer's MACs scale with the kept share of its output channels and of its input channels,
+    summed over the units that narrow them; a bottleneck's middle Conv loses both."""
+    lost: dict[tuple[str, str], int] = {}
+    totals: dict[tuple[str, str], int] = {}
+    for unit in chains:
+        removed = unit.channels - kept_channels(unit.channels, ratios[unit.name], round_to)
+        for side, entries in (("out", unit.outputs), ("in", unit.inputs)):
+            for node, total in entries:
+                lost[(node, side)] = lost.get((node, side), 0) + removed
+                totals[(node, side)] = total
     scale = {name: 1.0 for name in node_macs}
-    for chain in chains:
-        share = kept_channels(chain.channels, ratios[chain.name], round_to) / chain.channels
-        for node in (chain.producer, chain.consumer):
-            if node in scale:
-                scale[node] *= share
+    for (node, side), removed in lost.items():
+        if node in scale:
+            scale[node] *= (totals[(node, side)] - removed) / totals[(node, side)]
     return int(round(sum(macs * scale[name] for name, macs in node_macs.items())))
 
 
 def ratio_for_target_macs(
-    chains: Sequence[ChainShape],
+    chains: Sequence[GroupShape],
     node_macs: Mapping[str, int],
     target_reduction: float,
     per_layer: Sequence[tuple[str, float]] = (),

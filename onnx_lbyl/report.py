@@ -21,6 +21,8 @@ class LayerReport:
     compensated: int  # removed channels that left something behind (non-zero coefficients)
     approximations: list[str] = field(default_factory=list)  # steps where compensation is not exact
     lambdas: list[float] | None = None  # lbyl-auto: the (lambda1, lambda2) this layer chose
+    kind: str = "chain"  # "chain" (one producer, one consumer) or "group" (any channel group)
+    producers: int = 1  # layers that lose these output channels
 
 
 @dataclass
@@ -53,6 +55,9 @@ class CompressionReport:
     def chains_pruned(self) -> int:
         return sum(1 for layer in self.layers if layer.removed)
 
+    def count(self, kind: str) -> int:
+        return sum(1 for layer in self.layers if layer.kind == kind)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["chains_found"] = self.chains_found
@@ -69,8 +74,8 @@ class CompressionReport:
             f"criterion={'output error (greedy)' if self.options['method'] == 'moments-greedy' else self.options['criterion']} "
             f"ratio={self.options['ratio']}"
             + (f" calibration={self.options['calibration']}" if self.options.get("calibration") else ""),
-            f"chains found: {self.chains_found}, pruned: {self.chains_pruned}, "
-            f"other Convs left alone: {len(self.skipped)}",
+            f"layers found: {self.chains_found} ({self.count('chain')} chains, {self.count('group')} groups), "
+            f"pruned: {self.chains_pruned}, left whole: {len(self.skipped)}",
         ]
         if self.layers:
             width = max(len(layer.name) for layer in self.layers)

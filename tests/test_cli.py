@@ -35,18 +35,22 @@ def test_shipped_model_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "chains found: 9, pruned: 9" in done.stdout
+    assert "layers found: 14 (9 chains, 5 groups), pruned: 14" in done.stdout
     assert f"written: {out}" in done.stdout
-    assert "[9/9]" in done.stderr  # progress goes to stderr
+    assert "[14/14]" in done.stderr  # progress goes to stderr
     assert _sha(SHIPPED) == digest  # the input is never touched
     assert out.stat().st_size < SHIPPED.stat().st_size
 
     data = json.loads(report.read_text())
-    assert data["chains_found"] == 9 and data["chains_pruned"] == 9
+    assert data["chains_found"] == 14 and data["chains_pruned"] == 14
     assert data["parameters_after"] < data["parameters_before"]
     assert data["macs_after"] < data["macs_before"]
     assert data["options"]["method"] == "moments-greedy" and data["options"]["ratio"] == 0.3
-    assert [layer["channels_after"] for layer in data["layers"]] == [11] * 3 + [22] * 3 + [44] * 3
+    chains = [layer["channels_after"] for layer in data["layers"] if layer["kind"] == "chain"]
+    assert chains == [11] * 3 + [22] * 3 + [44] * 3
+    streams = {layer["name"]: layer["channels_after"] for layer in data["layers"] if layer["kind"] == "group"}
+    assert streams == {"/conv1/Conv": 11, "/layer2/layer2.0/conv2/Conv[0:8]": 5, "/layer2/layer2.0/conv2/Conv[24:32]": 5,
+                       "/layer3/layer3.0/conv2/Conv[0:16]": 11, "/layer3/layer3.0/conv2/Conv[48:64]": 11}
     assert data["validation"]["checker"] and data["validation"]["runtime"]
     assert 0.0 <= data["validation"]["outputs"][0]["top1_agreement"] <= 1.0
 
@@ -104,7 +108,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "ratio negative": ([str(good), out, "--ratio", "-0.1"], "ratio must be a number in [0, 1)"),
         "ratio nan": ([str(good), out, "--ratio", "nan"], "ratio must be a number in [0, 1)"),
         "ratio text": ([str(good), out, "--ratio", "abc"], "'abc' is not a valid float"),
-        "nothing prunable": ([str(unprunable), out], "no prunable chain found: looked for Conv/Gemm/MatMul -> [BatchNormalization] -> Relu"),
+        "nothing prunable": ([str(unprunable), out], "no prunable layer found"),
         "missing folder": ([str(good), str(tmp_path / "no" / "out.onnx")], "output folder does not exist"),
         "output is folder": ([str(good), str(tmp_path)], "output path is a directory"),
         "unknown method": ([str(good), out, "--method", "magic"], "Invalid value for '--method'"),
@@ -112,7 +116,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "bad layer ratio": ([str(good), out, "--layer-ratio", "layer1"], "PATTERN=RATIO"),
         "bad target": ([str(good), out, "--target-macs", "1.5"], "target MACs reduction must be a fraction in (0, 1)"),
         "bad rounding": ([str(good), out, "--round-to", "0"], "round-to must be a whole number >= 1"),
-        "unreachable target": ([str(good), out, "--target-macs", "0.99"], "out of reach"),
+        "unreachable target": ([str(good), out, "--target-macs", "0.99", "--scope", "chains"], "out of reach"),
     }
 
 

@@ -25,7 +25,7 @@ def _chains(model, allow=()):
 @pytest.mark.parametrize("fold_bn", [False, True], ids=["bn", "folded"])
 def test_resnet50_prunes_both_internal_convs_of_every_bottleneck(fold_bn):
     model = zoo.build("resnet50", fold_bn=fold_bn, **SMALL)
-    result = compress(model, CompressOptions(ratio=0.3))
+    result = compress(model, CompressOptions(ratio=0.3, scope="chains"))
     assert result.report.chains_found == 32  # 16 bottlenecks x (1x1 -> 3x3, 3x3 -> 1x1)
     assert result.report.validation.runtime
     assert result.report.macs_after < result.report.macs_before
@@ -53,7 +53,7 @@ def test_mobilenet_v2_expand_blocks_are_skipped_with_reasons():
 
 def test_keras_style_nhwc_cnn_and_mlp():
     keras = chain_coverage.keras_style_cnn()
-    result = compress(keras, CompressOptions(ratio=0.3))
+    result = compress(keras, CompressOptions(ratio=0.3, scope="chains"))
     assert result.report.chains_found == 4
     assert result.report.validation.runtime
     mlp = compress(chain_coverage.mlp(), CompressOptions(ratio=0.5))

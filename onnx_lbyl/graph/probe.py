@@ -130,3 +130,44 @@ def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | No
     probe_path = path.with_name("probe.onnx")
     onnx.save_model(probe, str(probe_path))
     return str(probe_path)
+
+
+@dataclass(frozen=True)
+class TensorRequest:
+    """Which channel statistics to measure on a tensor: its channels lie along `axis`, or, for
+    a flattened tensor (2-D), as features (outer, total, inner) of axis 1."""
+
+    name: str
+    axis: int = 1
+    outer: int = 1
+    inner: int = 1
+    total: int = 0
+
+
+def probe_tensors(
+    model: onnx.ModelProto,
+    requests: list[TensorRequest],
+    feeds: dict[str, np.ndarray],
+    batch: int = 8,
+    scratch: Scratch | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(mean, covariance) over batch and positions of every requested tensor's channels,
+    measured with the unpruned `model` on `feeds`, `batch` rows per onnxruntime call."""
+    unique = list({r.name: r for r in requests}.values())
+    names = [r.name for r in unique]
+    session = ort.InferenceSession(_probe_model(model, names, scratch), providers=["CPUExecutionProvider"])
+    sums = [_Accumulator() for _ in unique]
+    parts = _batches(session, feeds, batch)
+    if not parts:
+        rows = min(int(np.shape(v)[0]) for v in feeds.values())
+        raise ValueError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
+    for part in parts:
+        for request, value, acc in zip(unique, session.run(names, part), sums):
+            value = np.asarray(value, dtype=np.float64)
+            if request.outer != 1 or request.inner != 1:
+                value = value.reshape(value.shape[0], request.outer, request.total, request.inner)
+                rows = np.moveaxis(value, 2, 0).reshape(request.total, -1)
+            else:
+                rows = np.moveaxis(value, request.axis, 0).reshape(value.shape[request.axis], -1)
+            acc.add(rows)
+    return {request.name: acc.moments() for request, acc in zip(unique, sums)}

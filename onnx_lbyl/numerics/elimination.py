@@ -28,6 +28,8 @@ of the selection score only, not of the folded weights (those are the moments so
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg
 
@@ -64,52 +66,102 @@ def greedy_output_elimination(
     chosen by the single-channel costs and folded jointly.
     """
     n = activation_cov.shape[0]
-    keep = int(min(max(keep, 0), n))
     rows = np.moveaxis(np.asarray(next_weight, dtype=np.float64), axis, 0).reshape(n, -1)
-    # Gram matrix of the effective rows (what each still-kept channel carries after the folds):
-    # a fold g_t += beta_t g_j changes it by a rank-two update, O(n^2) a step instead of
-    # O(n m) for the rows themselves, which are never needed (coef gives the folded weights).
-    gram = rows @ rows.T
-    ridge = jitter * max(float(np.mean(np.diag(activation_cov))) if n else 0.0, 1e-30)
-    precision = _precision(activation_cov, ridge)
+    kept, removed, coefficients, errors = greedy_group_elimination([ReadView(activation_cov, rows)], keep, jitter)
+    return kept, removed, coefficients[0], errors
+
+
+@dataclass(frozen=True)
+class ReadView:
+    """One consumer's view of a channel group: the covariance of the n channels it reads and
+    each channel's outgoing weights in it (n rows), with a weight for the sum over consumers."""
+
+    cov: np.ndarray
+    rows: np.ndarray
+    weight: float = 1.0
+
+
+class _ViewState:
+    """Precision, Gram matrix and folded coefficients of one view as channels leave."""
+
+    def __init__(self, view: ReadView, remove: int, jitter: float) -> None:
+        n = view.cov.shape[0]
+        self.cov = view.cov
+        self.weight = view.weight
+        # Gram matrix of the effective rows (what each still-kept channel carries after the folds):
+        # a fold g_t += beta_t g_j changes it by a rank-two update, O(n^2) a step instead of
+        # O(n m) for the rows themselves, which are never needed (coef gives the folded weights).
+        self.gram = view.rows @ view.rows.T
+        self.ridge = jitter * max(float(np.mean(np.diag(view.cov))) if n else 0.0, 1e-30)
+        self.precision = _precision(view.cov, self.ridge)
+        self.coef = np.zeros((n, remove))  # coef[i, s]: how much of the s-th removed row channel i carries
+
+    def cost(self) -> np.ndarray:
+        return np.diag(self.gram) / np.diag(self.precision)
+
+    def remove(self, pick: np.ndarray, rest: np.ndarray, done: int, alive: np.ndarray) -> float:
+        """Fold the block `pick` into `rest`; return the error it adds (unweighted)."""
+        take = pick.size
+        p_jj = self.precision[np.ix_(pick, pick)]
+        p_oj = self.precision[np.ix_(rest, pick)]
+        inverse = np.linalg.inv(p_jj)  # take x take; Cov of the block's residual
+        beta = -p_oj @ inverse  # best linear predictor of the block from the rest
+        g_oj, g_jj = self.gram[np.ix_(rest, pick)], self.gram[np.ix_(pick, pick)]
+        error = float(np.trace(g_jj @ inverse))
+        # fold: rows_O += beta rows_J, in the Gram matrix and in the bookkeeping
+        self.gram = self.gram[np.ix_(rest, rest)] + beta @ g_oj.T + g_oj @ beta.T + beta @ g_jj @ beta.T
+        carried = self.coef[pick, :done]
+        self.coef = self.coef[rest]
+        self.coef[:, :done] += beta @ carried
+        self.coef[:, done:done + take] = beta
+        before = float(np.max(np.abs(self.precision)))
+        self.precision = self.precision[np.ix_(rest, rest)] + p_oj @ beta.T  # = P_OO - P_OJ P_JJ^-1 P_JO
+        survivors = alive[rest]
+        if survivors.size and float(np.max(np.abs(self.precision))) < REFRESH * before:
+            self.precision = _precision(self.cov[np.ix_(survivors, survivors)], self.ridge)
+        return error
+
+
+REFRESH = 1e-6  # recompute P from scratch when a downdate cancels this much
+
+
+def greedy_group_elimination(
+    views: list[ReadView], keep: int, jitter: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """greedy_output_elimination for a channel group read by several consumers: each step
+    removes the channel (or block) whose removal adds the least weighted sum of expected output
+    errors over the views, and folds its best linear predictor into every view separately
+    (each consumer reads its own tensor, so each has its own covariance and coefficients).
+
+    Returns (kept, removed, coefficients per view, step_errors), as greedy_output_elimination;
+    step_errors are the weighted sums.
+    """
+    n = views[0].cov.shape[0]
+    keep = int(min(max(keep, 0), n))
     # Channels go in blocks of `block` per step (one at a time while a layer loses at most
     # MAX_STEPS channels): a block's joint conditional update is BLAS-3 work, which keeps wide
     # layers (a 4096-wide classifier) to MAX_STEPS steps instead of thousands of O(n^2) ones.
-    # Row i of precision, gram and coef describes channel alive[i].
+    # Row i of every view's matrices describes channel alive[i].
     remove = n - keep
     block = max(1, -(-remove // MAX_STEPS))
+    states = [_ViewState(view, remove, jitter) for view in views]
     alive = np.arange(n)
-    coef = np.zeros((n, remove))  # coef[i, s]: how much of the s-th removed row channel alive[i] carries
     order, errors = [], []
-    refresh = 1e-6  # recompute P from scratch when a downdate cancels this much
     done = 0
     while done < remove:
-        cost = np.diag(gram) / np.diag(precision)
+        cost = sum(state.weight * state.cost() for state in states)
         take = min(block, remove - done)
         pick = np.lexsort((alive, cost))[:take]  # lowest cost first; equal costs by channel index
         rest = np.ones(alive.size, dtype=bool)
         rest[pick] = False
-        p_jj = precision[np.ix_(pick, pick)]
-        p_oj = precision[np.ix_(rest, pick)]
-        inverse = np.linalg.inv(p_jj)  # take x take; Cov of the block's residual
-        beta = -p_oj @ inverse  # best linear predictor of the block from the rest
-        g_oj, g_jj = gram[np.ix_(rest, pick)], gram[np.ix_(pick, pick)]
-        errors.append(float(np.trace(g_jj @ inverse)))
+        rest = np.flatnonzero(rest)
+        errors.append(sum(state.weight * state.remove(pick, rest, done, alive) for state in states))
         order.extend(int(c) for c in alive[pick])
-        # fold: rows_O += beta rows_J, in the Gram matrix and in the bookkeeping
-        gram = gram[np.ix_(rest, rest)] + beta @ g_oj.T + g_oj @ beta.T + beta @ g_jj @ beta.T
-        carried = coef[pick, :done]
-        coef = coef[rest]
-        coef[:, :done] += beta @ carried
-        coef[:, done:done + take] = beta
-        before = float(np.max(np.abs(precision)))
-        precision = precision[np.ix_(rest, rest)] + p_oj @ beta.T  # = P_OO - P_OJ P_JJ^-1 P_JO
         alive = alive[rest]
         done += take
-        if alive.size and float(np.max(np.abs(precision))) < refresh * before:
-            precision = _precision(activation_cov[np.ix_(alive, alive)], ridge)
     rows_sorted = np.argsort(alive)
     columns_sorted = np.argsort(np.asarray(order, dtype=np.int64))
     kept = alive[rows_sorted]
     removed = np.sort(np.asarray(order, dtype=np.int64))
-    return kept, removed, coef[np.ix_(rows_sorted, columns_sorted)], np.asarray(errors)
+    coefficients = [state.coef[np.ix_(rows_sorted, columns_sorted)] for state in states]
+    return kept, removed, coefficients, np.asarray(errors)
