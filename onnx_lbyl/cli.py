@@ -15,11 +15,12 @@ import click
 
 from . import __version__
 from .errors import InputError, LbylError
-from .graph.io import check_output_path, write_atomic
+from .graph.io import write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
 from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, STATISTICS_SOURCES, CompressOptions
+from .paths import ModelFile, check_paths
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
 
@@ -123,9 +124,9 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                               exclude=tuple(exclude), target_macs=target_macs,
                               allow_approximate=tuple(allow_approximate), round_to=round_to,
                               statistics=statistics, calibration_fit=calibration_fit).check()
-    output = check_output_path(input_path, output_path)
-    if report_path is not None:
-        check_output_path(input_path, report_path)
+    check_paths(reads={"input": ModelFile(input_path), "calibration": calibration_path, "inputs": inputs_path},
+                writes={"output": ModelFile(output_path), "--report": report_path})
+    output = Path(output_path)
     if inputs_path is not None and not Path(inputs_path).is_file():
         raise InputError(f"inputs file not found: {inputs_path}")
 
@@ -183,8 +184,9 @@ def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_si
     """
     from .evaluate import Preprocess, evaluate, format_result, parse_floats, parse_scale  # deferred: `--help` stays fast
 
-    if json_path is not None:
-        check_output_path(model_path, json_path)
+    check_paths(reads={"model": ModelFile(model_path), "data": data_path,
+                       "compared model": None if compare_path is None else ModelFile(compare_path)},
+                writes={"--json": json_path})
     options = {
         "mean": parse_floats(mean, "--mean") if mean is not None else None,
         "std": parse_floats(std, "--std") if std is not None else None,

@@ -98,25 +98,6 @@ def check_input_model(
         raise InputError(f"{label} is not a valid ONNX model: {first_line(exc)}")
 
 
-def check_output_path(input_path: str | os.PathLike | None, output_path: str | os.PathLike) -> Path:
-    """Refuse an output that would overwrite the input or cannot be written, before any work."""
-    out = Path(output_path)
-    if input_path is not None:
-        src = Path(input_path)
-        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
-            raise InputError(f"output path is the input file ({out}); the input is never overwritten")
-    if out.is_dir():
-        raise InputError(f"output path is a directory: {out}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"output folder is not writable: {folder}")
-    if out.exists() and not os.access(out, os.W_OK):
-        raise InputError(f"output file exists and is not writable: {out}")
-    return out
-
-
 def save_atomic(model: onnx.ModelProto, output_path: str | os.PathLike) -> None:
     """Write `model` to a temporary file beside `output_path`, then rename it into place.
 
