@@ -15,12 +15,12 @@ import click
 
 from . import __version__
 from .errors import InputError, LbylError
-from .graph.io import write_atomic
+from .graph.io import PendingWrite, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
 from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, STATISTICS_SOURCES, CompressOptions
-from .paths import ModelFile, check_paths
+from .paths import ModelFile, check_paths, data_file
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
 
@@ -135,6 +135,7 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
             click.echo(f"[{done}/{total}] {layer.name}: {layer.channels_before} -> {layer.channels_after}", err=True)
 
     result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output)
+    report = None
     try:
         if benchmark:  # before saving: a failure still leaves no output file
             from .latency import compare_latency
@@ -144,12 +145,20 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                      else load_inputs(inputs_path, result.model))
             pruned = result.model if result.staged is None else result.staged.path  # large: from its file
             result.report.latency = compare_latency(input_path, pruned, feeds)
+        result.report.output = str(output)
+        if report_path is not None:  # written before the model is moved into place: a failure leaves neither
+            report = PendingWrite(report_path, (result.report.to_json() + "\n").encode())
         result.save(output)
+        if report is not None:
+            try:
+                report.commit()
+            except InputError:
+                _remove_written(output, large=result.staged is not None)
+                raise
     finally:
         result.discard()
-    result.report.output = str(output)
-    if report_path is not None:
-        write_atomic(report_path, (result.report.to_json() + "\n").encode())
+        if report is not None:
+            report.discard()
     if not quiet:
         click.echo(result.report.summary())
 
@@ -218,6 +227,15 @@ def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_si
         record = {"model": str(model_path), "data": str(data_path),
                   "compared_with": None if compare_path is None else str(compare_path), **result.to_dict()}
         write_atomic(json_path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _remove_written(output: Path, large: bool) -> None:
+    """Take back a model this run has just moved into place (and its data file)."""
+    for path in (output, data_file(output)) if large else (output,):
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

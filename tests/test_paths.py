@@ -16,9 +16,11 @@ import onnx
 import pytest
 
 from builders import chain_model
+from onnx_lbyl import cli
 from onnx_lbyl.cli import main
 from onnx_lbyl.errors import InputError
 from onnx_lbyl.graph.external import write_external
+from onnx_lbyl.graph.io import PendingWrite
 from onnx_lbyl.paths import ModelFile, check_paths, data_file, external_files
 
 
@@ -265,6 +267,29 @@ def test_eval_json_beside_the_data_still_works(files, tmp_path, capsys):
     assert main(["eval", str(files["model.onnx"]), str(files["data.npz"]), "--compare", str(files["orig.onnx"]),
                  "--json", str(result), "-q"]) == 0, capsys.readouterr().err
     assert json.loads(result.read_text())["count"] == 6
+
+
+def test_failed_report_leaves_neither_file(files, tmp_path, capsys, monkeypatch):
+    """The report is written before the model is moved into place; if writing it fails, or
+    renaming it does, neither the model nor the report is left behind."""
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+
+    class FullDisk(PendingWrite):
+        def __init__(self, path, data):
+            raise InputError(f"cannot write {path}: No space left on device")
+
+    class VanishedFolder(PendingWrite):
+        def commit(self):
+            self.discard()  # as a failed os.replace leaves it
+            raise InputError(f"cannot write {self.path}: No such file or directory")
+
+    for failing, message in ((FullDisk, "No space left on device"), (VanishedFolder, "No such file or directory")):
+        monkeypatch.setattr(cli, "PendingWrite", failing)
+        before = _snapshot(tmp_path)
+        assert main([str(files["in.onnx"]), str(out), "-q", "--report", str(report)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+        assert _snapshot(tmp_path) == before
 
 
 # --- check_paths itself ---------------------------------------------------------------------
