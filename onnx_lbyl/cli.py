@@ -15,11 +15,12 @@ import click
 
 from . import __version__
 from .errors import InputError, LbylError
-from .graph.io import check_output_path, write_atomic
+from .graph.io import PendingWrite, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
 from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, SCOPES, STATISTICS_SOURCES, CompressOptions
+from .paths import ModelFile, check_paths, data_file
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
 
@@ -128,9 +129,9 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                               allow_approximate=tuple(allow_approximate), round_to=round_to,
                               statistics=statistics, calibration_fit=calibration_fit,
                               scope=scope).check()
-    output = check_output_path(input_path, output_path)
-    if report_path is not None:
-        check_output_path(input_path, report_path)
+    check_paths(reads={"input": ModelFile(input_path), "calibration": calibration_path, "inputs": inputs_path},
+                writes={"output": ModelFile(output_path), "--report": report_path})
+    output = Path(output_path)
     if inputs_path is not None and not Path(inputs_path).is_file():
         raise InputError(f"inputs file not found: {inputs_path}")
 
@@ -139,6 +140,7 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
             click.echo(f"[{done}/{total}] {layer.name}: {layer.channels_before} -> {layer.channels_after}", err=True)
 
     result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output)
+    report = None
     try:
         if benchmark:  # before saving: a failure still leaves no output file
             from .latency import compare_latency
@@ -148,12 +150,20 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                      else load_inputs(inputs_path, result.model))
             pruned = result.model if result.staged is None else result.staged.path  # large: from its file
             result.report.latency = compare_latency(input_path, pruned, feeds)
+        result.report.output = str(output)
+        if report_path is not None:  # written before the model is moved into place: a failure leaves neither
+            report = PendingWrite(report_path, (result.report.to_json() + "\n").encode())
         result.save(output)
+        if report is not None:
+            try:
+                report.commit()
+            except InputError:
+                _remove_written(output, large=result.staged is not None)
+                raise
     finally:
         result.discard()
-    result.report.output = str(output)
-    if report_path is not None:
-        write_atomic(report_path, (result.report.to_json() + "\n").encode())
+        if report is not None:
+            report.discard()
     if not quiet:
         click.echo(result.report.summary())
 
@@ -188,8 +198,9 @@ def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_si
     """
     from .evaluate import Preprocess, evaluate, format_result, parse_floats, parse_scale  # deferred: `--help` stays fast
 
-    if json_path is not None:
-        check_output_path(model_path, json_path)
+    check_paths(reads={"model": ModelFile(model_path), "data": data_path,
+                       "compared model": None if compare_path is None else ModelFile(compare_path)},
+                writes={"--json": json_path})
     options = {
         "mean": parse_floats(mean, "--mean") if mean is not None else None,
         "std": parse_floats(std, "--std") if std is not None else None,
@@ -221,6 +232,15 @@ def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_si
         record = {"model": str(model_path), "data": str(data_path),
                   "compared_with": None if compare_path is None else str(compare_path), **result.to_dict()}
         write_atomic(json_path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _remove_written(output: Path, large: bool) -> None:
+    """Take back a model this run has just moved into place (and its data file)."""
+    for path in (output, data_file(output)) if large else (output,):
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,25 +98,6 @@ def check_input_model(
         raise InputError(f"{label} is not a valid ONNX model: {first_line(exc)}")
 
 
-def check_output_path(input_path: str | os.PathLike | None, output_path: str | os.PathLike) -> Path:
-    """Refuse an output that would overwrite the input or cannot be written, before any work."""
-    out = Path(output_path)
-    if input_path is not None:
-        src = Path(input_path)
-        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
-            raise InputError(f"output path is the input file ({out}); the input is never overwritten")
-    if out.is_dir():
-        raise InputError(f"output path is a directory: {out}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"output folder is not writable: {folder}")
-    if out.exists() and not os.access(out, os.W_OK):
-        raise InputError(f"output file exists and is not writable: {out}")
-    return out
-
-
 def save_atomic(model: onnx.ModelProto, output_path: str | os.PathLike) -> None:
     """Write `model` to a temporary file beside `output_path`, then rename it into place.
 
@@ -133,22 +114,67 @@ def save_atomic(model: onnx.ModelProto, output_path: str | os.PathLike) -> None:
 
 def write_atomic(output_path: str | os.PathLike, data: bytes) -> None:
     """Write `data` so that `output_path` holds either its old content or all of `data`."""
-    out = Path(output_path)
+    PendingWrite(output_path, data).commit()
+
+
+class PendingWrite:
+    """`data` written and fsynced to a temporary file beside `path`, waiting for `commit` to
+    rename it into place; `discard` (idempotent) removes it.
+
+    Writing first and renaming later lets a caller write a second file (the report) before
+    the first one (the model) is moved into place, so that a failure writing either leaves
+    neither. Raises InputError if the file system refuses the write."""
+
+    def __init__(self, path: str | os.PathLike, data: bytes) -> None:
+        self.path = Path(path)
+        self.tmp: str | None = None
+        try:
+            fd, self.tmp = _temporary_file(self.path)
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            self.discard()
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}")
+        except BaseException:
+            self.discard()
+            raise
+
+    def commit(self) -> None:
+        if self.tmp is None:
+            raise RuntimeError("pending write already committed or discarded")
+        try:
+            os.replace(self.tmp, self.path)
+            self.tmp = None
+        except OSError as exc:
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}")
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            _remove_quietly(self.tmp)
+            self.tmp = None
+
+
+def probe_writable(output_path: str | os.PathLike) -> None:
+    """Create and remove the temporary file `write_atomic` would create for `output_path`.
+
+    The one test that tells every file system's answer (a missing folder, no permission, a
+    read-only or pseudo file system such as /proc, a name too long once the temporary
+    prefix is added): raises OSError as the file system does."""
+    fd, tmp = _temporary_file(Path(output_path))
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _temporary_file(out: Path) -> tuple[int, str]:
+    """A new, exclusively created temporary file in `out`'s folder (mkstemp's O_EXCL: it
+    can never be a file that already exists), named after `out`."""
     folder = out.parent if str(out.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except OSError as exc:
-        _remove_quietly(tmp)
-        raise InputError(f"cannot write {out}: {exc.strerror or exc}")
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    return tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
 
 
 def _umask() -> int:
