@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import InputError
 from .graph.chains import APPROXIMATIONS
+from .graph.input_shapes import normalise_input_shapes
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
@@ -64,6 +65,10 @@ class CompressOptions:
     calibration_fit: with calibration data, "activations" fits the compensation by least
         squares (with intercept) on the measured activations themselves; "gaussian" uses only
         the measured mean/covariance of the pre-activations in the Gaussian model.
+    input_shapes: (input name, full shape) pairs (CLI `--input-shape NAME:d0,d1,...`) for
+        inputs with dynamic dimensions: the probe, the validation batch and the MACs use them.
+        A dynamic batch (the first dimension) stays dynamic; graph.input_shapes says the rest.
+        A dict {name: shape} is taken too; check() returns the tuple form.
     """
 
     ratio: float = 0.3
@@ -81,6 +86,7 @@ class CompressOptions:
     round_to: int = 1
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def check(self) -> "CompressOptions":
         """Raise InputError naming the first option that is out of range."""
@@ -114,7 +120,8 @@ class CompressOptions:
             raise InputError(f"round-to must be a whole number >= 1, got {self.round_to!r}")
         if self.validation_batch < 1:
             raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
-        return self
+        shapes = normalise_input_shapes(self.input_shapes)  # the model checks them (pipeline)
+        return self if shapes == self.input_shapes else replace(self, input_shapes=shapes)
 
     def to_dict(self) -> dict:
         """JSON-ready: a calibration given as arrays is recorded by its shapes only."""
