@@ -97,6 +97,10 @@ def _choices_help(table: dict[str, str]) -> str:
                    + _choices_help(APPROXIMATION_HELP) + " (repeatable; reported as approximate).")
 @click.option("--round-to", type=int, default=1, show_default=True, metavar="N",
               help="Round kept channel counts up to a multiple of N; 4 puts every Conv on onnxruntime's fast CPU kernels.")
+@click.option("--input-shape", "input_shape", metavar="NAME:D0,D1,...", multiple=True,
+              help="Shape of an input with dynamic dimensions, e.g. x:1,3,224,224 (repeatable): the probe, "
+                   "validation and MACs run at it. A dynamic batch stays dynamic. Without it such an input "
+                   "takes the shape of the --calibration data, else the run is refused.")
 @click.option("--inputs", "inputs_path", metavar="DATA.npz", default=None,
               help="Validate on these inputs (arrays named like the model's inputs) instead of a random batch.")
 @click.option("--report", "report_path", metavar="FILE.json", default=None,
@@ -109,7 +113,7 @@ def _choices_help(table: dict[str, str]) -> str:
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
                      exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
-                     calibration_fit="activations", scope="groups") -> None:
+                     calibration_fit="activations", scope="groups", input_shape=()) -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 
@@ -120,6 +124,7 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
     """
     from .pipeline import compress  # deferred: `--help` stays fast
 
+    from .graph.input_shapes import parse_input_shape
     from .planning import parse_layer_ratio
 
     options = CompressOptions(ratio=ratio, method=method, criterion=criterion, seed=seed,
@@ -128,7 +133,8 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                               exclude=tuple(exclude), target_macs=target_macs,
                               allow_approximate=tuple(allow_approximate), round_to=round_to,
                               statistics=statistics, calibration_fit=calibration_fit,
-                              scope=scope).check()
+                              scope=scope,
+                              input_shapes=tuple(parse_input_shape(text) for text in input_shape)).check()
     check_paths(reads={"input": ModelFile(input_path), "calibration": calibration_path, "inputs": inputs_path},
                 writes={"output": ModelFile(output_path), "--report": report_path})
     output = Path(output_path)
@@ -146,7 +152,8 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
             from .latency import compare_latency
             from .validate import load_inputs, random_inputs
 
-            feeds = (random_inputs(result.model, options.validation_batch) if inputs_path is None
+            feeds = (random_inputs(result.model, options.validation_batch, shapes=result.report.options["input_shapes"])
+                     if inputs_path is None
                      else load_inputs(inputs_path, result.model))
             pruned = result.model if result.staged is None else result.staged.path  # large: from its file
             result.report.latency = compare_latency(input_path, pruned, feeds)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import InputError
 from .graph.chains import APPROXIMATIONS
+from .graph.input_shapes import normalise_input_shapes
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
@@ -69,6 +70,10 @@ class CompressOptions:
         depthwise blocks, squeeze-excitation, Concat/Split, any activation; groups.graph);
         "chains" only Conv/Gemm/MatMul -> [BN] -> Relu -> Conv chains whose middle nothing
         else reads (the papers' protocol: block-internal layers of a ResNet).
+    input_shapes: (input name, full shape) pairs (CLI `--input-shape NAME:d0,d1,...`) for
+        inputs with dynamic dimensions: the probe, the validation batch and the MACs use them.
+        A dynamic batch (the first dimension) stays dynamic; graph.input_shapes says the rest.
+        A dict {name: shape} is taken too; check() returns the tuple form.
     """
 
     ratio: float = 0.3
@@ -87,6 +92,7 @@ class CompressOptions:
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
     scope: str = "groups"
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def check(self) -> "CompressOptions":
         """Raise InputError naming the first option that is out of range."""
@@ -122,7 +128,8 @@ class CompressOptions:
             raise InputError(f"round-to must be a whole number >= 1, got {self.round_to!r}")
         if self.validation_batch < 1:
             raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
-        return self
+        shapes = normalise_input_shapes(self.input_shapes)  # the model checks them (pipeline)
+        return self if shapes == self.input_shapes else replace(self, input_shapes=shapes)
 
     def to_dict(self) -> dict:
         """JSON-ready: a calibration given as arrays is recorded by its shapes only."""

@@ -20,7 +20,9 @@ import onnx_graphsurgeon as gs
 from . import __version__
 from .errors import NothingToPruneError, first_line, InputError
 from .graph.chains import Chain, Skipped, find_chains, node_label
-from .graph.cost import model_cost, node_macs
+from .graph.cost import model_cost, target_node_macs
+from .graph.input_shapes import resolve_input_shapes
+from .graph.unsupported import refuse_unsupported
 from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
 from .graph.external import Scratch, StagedModel, is_large, without_weights
@@ -118,12 +120,14 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         model = load_model(model)
     else:
         check_input_model(model)
+    refuse_unsupported(model)  # quantized, or every layer inside an If/Loop/Scan body
+    options = replace(options, input_shapes=resolve_input_shapes(model, options.input_shapes, options.calibration))
 
     graph = gs.import_onnx(model)
     chains, skipped = find_chains(graph, {i.name for i in model.graph.input}, frozenset(options.allow_approximate))
     groups: list[Group] = []
     if options.scope == "groups":
-        attach_shapes(graph, model)
+        attach_shapes(graph, model, options.input_shapes)
         groups, skipped = _groups_beyond_chains(analyse(graph), chains, options.method)
     if not chains and not groups:
         raise NothingToPruneError(_nothing_found(skipped, options.scope))
@@ -170,7 +174,7 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         staged.discard()
         staged = None
 
-    before, after = model_cost(model), model_cost(pruned)
+    before, after = model_cost(model, options.input_shapes), model_cost(pruned, options.input_shapes)
     report = CompressionReport(
         tool_version=__version__,
         options=options.to_dict(),
@@ -229,7 +233,7 @@ def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: Comp
     if not groups or options.method == "prune":
         return {}
     feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
-             else synthetic_feeds(model, options.seed, scratch))
+             else synthetic_feeds(model, options.seed, scratch, shapes=options.input_shapes))
     return measure(model, groups, feeds, scratch)
 
 
@@ -241,8 +245,8 @@ def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Gro
     shapes += [group_shape(g) for g in groups]
     ratio = options.ratio
     if options.target_macs is not None:
-        ratio = ratio_for_target_macs(shapes, node_macs(model), options.target_macs, options.layer_ratios,
-                                      options.exclude, options.round_to)
+        ratio = ratio_for_target_macs(shapes, target_node_macs(model, options.input_shapes), options.target_macs,
+                                      options.layer_ratios, options.exclude, options.round_to)
     return kept_per_chain(shapes, layer_ratios(shapes, ratio, options.layer_ratios, options.exclude), options.round_to)
 
 
@@ -348,7 +352,7 @@ def _export(graph: gs.Graph, template: onnx.ModelProto, options: CompressOptions
 
 def _validation_batch(model, inputs, options: CompressOptions) -> tuple[dict[str, np.ndarray], str]:
     if inputs is None:
-        return random_inputs(model, options.validation_batch), "random"
+        return random_inputs(model, options.validation_batch, shapes=options.input_shapes), "random"
     if isinstance(inputs, dict):
         return inputs, "given"
     return load_inputs(inputs, model), os.path.basename(str(inputs))

@@ -41,8 +41,8 @@ class CompressionReport:
     skipped: list[SkippedReport] = field(default_factory=list)
     parameters_before: int = 0
     parameters_after: int = 0
-    macs_before: int = 0
-    macs_after: int = 0
+    macs_before: int | None = 0  # None: unknown (graph.cost)
+    macs_after: int | None = 0
     validation: ValidationResult | None = None
     seconds: float = 0.0
     latency: LatencyComparison | None = None  # only when asked for (CLI --benchmark)
@@ -104,15 +104,21 @@ class CompressionReport:
         return "\n".join(lines)
 
 
-def _change(label: str, before: int, after: int) -> str:
-    share = f" ({100 * (after - before) / before:+.1f}%)" if before else ""
-    return f"{label}: {before:,} -> {after:,}{share}"
+def _change(label: str, before: int | None, after: int | None) -> str:
+    if before is None and after is None:
+        return f"{label}: unknown"  # graph.cost: a layer's output shape is not known
+    share = f" ({100 * (after - before) / before:+.1f}%)" if before and after is not None else ""
+    return f"{label}: {_count(before)} -> {_count(after)}{share}"
 
 
-def _latency_line(latency: LatencyComparison, macs_before: int, macs_after: int) -> str:
+def _count(value: int | None) -> str:
+    return "unknown" if value is None else f"{value:,}"
+
+
+def _latency_line(latency: LatencyComparison, macs_before: int | None, macs_after: int | None) -> str:
     """Latency before -> after, with its ratio beside the MACs ratio (both after/before)."""
     a, b = latency.original, latency.pruned
-    macs = f", MACs x{macs_after / macs_before:.3f}" if macs_before else ""
+    macs = f", MACs x{macs_after / macs_before:.3f}" if macs_before and macs_after is not None else ""
     threads = "default threads" if a.threads == 0 else f"{a.threads} thread(s)"
     return (f"latency (onnxruntime CPU, batch {a.batch}, median of {a.runs} runs after {a.warmup} warm-up, "
             f"{threads}): {a.median_ms:.1f} ms -> {b.median_ms:.1f} ms (x{latency.ratio:.3f}{macs})")

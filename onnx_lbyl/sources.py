@@ -48,12 +48,13 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
         return {}
     dense = [SAMPLES_PER_CHANNEL * HANDLERS[c.producer.op].out_channels(c.producer)
              for c in wanted if c.producer.op in ("Gemm", "MatMul")]
-    feeds = synthetic_feeds(model, options.seed, scratch, rows=max(dense, default=PROBE_BATCH))
+    feeds = synthetic_feeds(model, options.seed, scratch, rows=max(dense, default=PROBE_BATCH),
+                            shapes=options.input_shapes)
     return probe_statistics(model, wanted, feeds, batch=PROBE_BATCH, scratch=scratch)
 
 
 def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None = None,
-                    rows: int = PROBE_BATCH) -> dict[str, np.ndarray]:
+                    rows: int = PROBE_BATCH, shapes=()) -> dict[str, np.ndarray]:
     """Data-free probe input (onnx_lbyl.synthetic). A model with a single 4-D float input gets
     `rows` images (at least PROBE_BATCH, fewer if they would exceed PROBE_MAX_VALUES numbers)
     picked by the model itself from max(PROBE_POOL, 2 x rows) synthetic candidates (the ones
@@ -61,8 +62,10 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None =
     scores). The images go through the model's declared preprocessing when its metadata has
     one, else are standardised to zero mean and unit variance per channel. Large images get a
     smaller pool (PROBE_POOL_VALUES), so a 224x224 model judges 64 candidates. Other models get
-    Gaussian-field images for their 4-D float inputs and seeded random values for the rest."""
-    feeds = random_inputs(model, PROBE_BATCH, seed=seed)
+    Gaussian-field images for their 4-D float inputs and seeded random values for the rest.
+    Inputs are made at the declared shapes, with `shapes` (CompressOptions.input_shapes) filling
+    their dynamic dimensions past the batch (validate.random_inputs)."""
+    feeds = random_inputs(model, PROBE_BATCH, seed=seed, shapes=shapes)
     rng = np.random.default_rng(seed)
     images = [name for name, value in feeds.items() if value.ndim == 4 and np.issubdtype(value.dtype, np.floating)]
     if len(feeds) != 1 or not images:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from .errors import InputError, ValidationError, first_line
+from .graph.input_shapes import declared_dims, dynamic_error, needs_shape, real_inputs, shaped_inputs
 
 DEFAULT_BATCH = 8
 _ONNX_TO_NUMPY = {
@@ -55,30 +57,31 @@ class ValidationResult:
     batch: int = 0
     inputs: str = "random"
     outputs: list[OutputComparison] = field(default_factory=list)
+    shapes: dict[str, list[int]] = field(default_factory=dict)  # of the inputs the batch fed
 
 
 def model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are real inputs (old models also list initializers as inputs)."""
-    initializers = {t.name for t in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in initializers]
+    return real_inputs(model)
 
 
-def random_inputs(model: onnx.ModelProto, batch: int = DEFAULT_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
-    """A seeded random batch in the declared shapes: a dynamic first (batch) dimension gets
-    `batch`, every other dynamic dimension 1; floats are standard normal."""
+def random_inputs(model: onnx.ModelProto, batch: int = DEFAULT_BATCH, seed: int = 0,
+                  shapes: Iterable[tuple[str, Sequence[int]]] = ()) -> dict[str, np.ndarray]:
+    """A seeded random batch in the declared shapes, with `shapes` ((name, dims) pairs, as in
+    CompressOptions.input_shapes) filling the dimensions the model leaves dynamic: a dynamic
+    first (batch) dimension gets `batch` rows. A dynamic dimension past the batch that no
+    shape fills is refused (InputError naming --input-shape), never guessed. Floats are
+    standard normal."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for info in model_inputs(model):
+    for info in shaped_inputs(model, tuple((name, tuple(dims)) for name, dims in shapes)):
         tt = info.type.tensor_type
         dtype = _ONNX_TO_NUMPY.get(tt.elem_type)
         if dtype is None:
             raise InputError(f"input {info.name!r} has an element type this tool cannot feed; pass --inputs")
-        dims = []
-        for axis, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(d.dim_value)
-            else:
-                dims.append(batch if axis == 0 else 1)
+        if needs_shape(info):
+            raise dynamic_error(info)
+        dims = [batch if d is None else d for d in declared_dims(info) or []]
         if np.issubdtype(dtype, np.floating):
             feeds[info.name] = rng.standard_normal(dims).astype(dtype)
         elif dtype is np.bool_:
@@ -163,6 +166,7 @@ def validate(
     except Exception as exc:
         raise ValidationError(f"pruned model does not run in onnxruntime: {first_line(exc)}")
     result.batch = int(next(iter(feeds.values())).shape[0]) if feeds else 0
+    result.shapes = {name: [int(d) for d in np.shape(value)] for name, value in feeds.items()}
     names = [o.name for o in original.graph.output]
     for name, a, b in zip(names, before, after):
         if a.shape != b.shape:

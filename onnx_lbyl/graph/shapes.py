@@ -17,13 +17,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from .input_shapes import InputShapes, shaped_inputs
+
 # Initializers up to this many elements keep their values (they may be shape arguments).
 SMALL = 1024
 _FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
 
-def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` whose large float initializers are typed graph inputs instead."""
+def weightless(model: onnx.ModelProto, input_shapes: InputShapes = ()) -> onnx.ModelProto:
+    """A copy of `model` whose large float initializers are typed graph inputs instead, and
+    whose real inputs have the stated `input_shapes` (graph.input_shapes.shaped_inputs)."""
     graph = model.graph
     skeleton = onnx.ModelProto()
     skeleton.ir_version = max(model.ir_version, 4)  # initializers need not be inputs from IR 4 on
@@ -32,9 +35,18 @@ def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
     g = skeleton.graph
     g.name = graph.name
     g.node.extend(graph.node)
-    g.input.extend(graph.input)
+    if input_shapes:
+        shaped = {i.name: i for i in shaped_inputs(model, input_shapes)}
+        g.input.extend(shaped.get(i.name, i) for i in graph.input)
+    else:
+        g.input.extend(graph.input)
     g.output.extend(graph.output)
-    g.value_info.extend(graph.value_info)
+    if input_shapes:  # shapes recorded at the declared input shapes are inferred afresh
+        for output in g.output:
+            if output.type.HasField("tensor_type"):
+                output.type.tensor_type.ClearField("shape")
+    else:
+        g.value_info.extend(graph.value_info)
     g.sparse_initializer.extend(graph.sparse_initializer)
     declared = {i.name for i in graph.input}
     for tensor in graph.initializer:
@@ -45,11 +57,11 @@ def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
     return skeleton
 
 
-def inferred_value_info(model: onnx.ModelProto, **options) -> onnx.GraphProto:
-    """The graph of the weightless copy after shape inference (`options` go to
-    onnx.shape_inference.infer_shapes, e.g. strict_mode=True); its value_info and outputs
-    hold the inferred shapes. Raises what infer_shapes raises."""
-    return onnx.shape_inference.infer_shapes(weightless(model), **options).graph
+def inferred_value_info(model: onnx.ModelProto, input_shapes: InputShapes = (), **options) -> onnx.GraphProto:
+    """The graph of the weightless copy, its inputs at `input_shapes`, after shape inference
+    (`options` go to onnx.shape_inference.infer_shapes, e.g. strict_mode=True); its value_info
+    and outputs hold the inferred shapes. Raises what infer_shapes raises."""
+    return onnx.shape_inference.infer_shapes(weightless(model, input_shapes), **options).graph
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

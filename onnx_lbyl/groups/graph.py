@@ -269,13 +269,13 @@ def constant(tensor: gs.Tensor | None) -> np.ndarray | None:
     return None
 
 
-def attach_shapes(graph: gs.Graph, model) -> None:
+def attach_shapes(graph: gs.Graph, model, input_shapes=()) -> None:
     """Give the graph's tensors the shapes ONNX shape inference finds (weights not passed
     through it: graph.shapes), where the import left them unknown."""
     from ..graph.shapes import inferred_value_info  # deferred: onnx shape inference
 
     try:
-        inferred = inferred_value_info(model)
+        inferred = inferred_value_info(model, input_shapes)
     except Exception:  # inference is best effort here; validation runs it strictly
         return
     tensors = graph.tensors()
@@ -284,5 +284,5 @@ def attach_shapes(graph: gs.Graph, model) -> None:
         kind = info.type.tensor_type
         if not isinstance(tensor, gs.Variable) or not kind.HasField("shape"):
             continue
-        if tensor.shape is None or any(not isinstance(d, int) for d in tensor.shape):
+        if input_shapes or tensor.shape is None or any(not isinstance(d, int) for d in tensor.shape):
             tensor.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in kind.shape.dim]
