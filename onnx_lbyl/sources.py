@@ -39,7 +39,7 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
            scratch: Scratch | None = None) -> dict[str, ProbedStatistics]:
     """Statistics measured on the calibration data for every chain when there is some, else on
     synthetic input for the chains that need them (graph.probe)."""
-    if options.method not in STATISTICAL_METHODS:
+    if options.method not in STATISTICAL_METHODS or not chains:
         return {}
     if options.calibration is not None:
         return probe_statistics(model, chains, calibration_feeds(model, options.calibration), scratch=scratch)
