@@ -424,3 +424,15 @@ def test_same_output_in_another_process():
     result = subprocess.run([sys.executable, "-c", script], input=m.SerializeToString(), capture_output=True,
                             env={**__import__("os").environ, "PYTHONHASHSEED": "12345"}, check=True)
     assert result.stdout == here.SerializeToString()
+
+
+@pytest.mark.parametrize("to_output", [False, True])
+def test_flatten_of_a_2d_tensor_goes(to_output):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["f"])]
+    if to_output:
+        nodes[-1].output[0] = "y"
+    else:
+        nodes.append(helper.make_node("Gemm", ["f", "w"], ["y"]))
+    m = model(nodes, [vi("x", ["N", 3])], [vi("y", ["N", 3 if to_output else 2])], [init("w", f32(3, 2))])
+    out, log = canon(m)
+    assert ops(out)["Flatten"] == 0 and log == ["1 Flatten of an already 2-D tensor removed"]

@@ -24,20 +24,21 @@ Passes, in order (each is a function of its own, testable alone):
    cancel, the region's constants permuted.
 3. `folds.fold_conv_arithmetic`: a per-channel Add/Sub after a Conv or Gemm becomes its bias,
    a per-channel Mul/Div after a Conv scales its filters (BN written as arithmetic).
-4. `flatten.reshape_to_flatten`: a Reshape to [batch, features] becomes Flatten(axis=1).
+4. `flatten.reshape_to_flatten`: a Reshape to [batch, features] becomes Flatten(axis=1);
+   `flatten.drop_noop_flatten`: a Flatten of a tensor that is already 2-D goes.
 5. `generic.fold_and_clean` again when 2-4 changed anything (what they left unused goes).
 """
 from __future__ import annotations
 
 import onnx
 
-from .flatten import reshape_to_flatten
+from .flatten import drop_noop_flatten, reshape_to_flatten
 from .folds import fold_bias_add, fold_channel_scale, fold_conv_arithmetic
 from .generic import fold_and_clean
 from .layout import cancel_transposes
 
 __all__ = ["canonicalise", "fold_and_clean", "cancel_transposes", "fold_bias_add", "fold_channel_scale",
-           "fold_conv_arithmetic", "reshape_to_flatten"]
+           "fold_conv_arithmetic", "reshape_to_flatten", "drop_noop_flatten"]
 
 
 def canonicalise(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
@@ -57,7 +58,10 @@ def canonicalise(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     flattened = reshape_to_flatten(work)
     if flattened:
         log.append(f"{flattened} flattening Reshapes became Flatten(axis=1)")
-    if removed or adds or scales or flattened:
+    noop_flattens = drop_noop_flatten(work)
+    if noop_flattens:
+        log.append(f"{noop_flattens} Flatten of an already 2-D tensor removed")
+    if removed or adds or scales or flattened or noop_flattens:
         work, again = fold_and_clean(work)
         log += [f"then: {line}" for line in again]
 

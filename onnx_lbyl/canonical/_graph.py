@@ -173,3 +173,27 @@ def remove_dead_nodes(index: GraphIndex, names) -> None:
         index.forget_value_info(node.output)
         todo.extend(inputs)
     index.drop_unused_initializers(dead_inits)
+
+
+def bypass(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """Remove a node that passes its (first) input through unchanged, keeping the names the
+    graph's interface needs: its readers read its input, or, when its output is a graph output,
+    its input's producer writes that name instead. False (nothing done) when neither is possible."""
+    source, target = node.input[0], node.output[0]
+    if target in index.in_subgraphs:
+        return False
+    if target in index.graph_outputs:
+        producer = index.producer.get(source)
+        if (producer is None or source in index.graph_outputs or source in index.in_subgraphs
+                or index.reader_count(source) != 1):
+            return False
+        producer.output[list(producer.output).index(source)] = target
+        index.forget_value_info([source])
+    else:
+        for reader in index.readers.get(target, []):
+            for slot, name in enumerate(reader.input):
+                if name == target:
+                    reader.input[slot] = source
+        index.forget_value_info([target])
+    index.remove_nodes([node])
+    return True

@@ -12,6 +12,8 @@ input's static batch size, or a target computed from shapes (followed symbolical
 batch dimension first (read with Shape from the input itself, or from a tensor whose first
 dimension is the same symbol) and -1 or K second. The shape computation left without a reader
 is removed.
+
+`drop_noop_flatten` removes a Flatten(axis=1) whose input is already 2-D.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 import onnx
 
 from ..graph.shapes import inferred_value_info
-from ._graph import GraphIndex, attr, remove_dead_nodes
+from ._graph import GraphIndex, attr, bypass, remove_dead_nodes
 
 
 def _dims(value_info: onnx.ValueInfoProto):
@@ -106,15 +108,37 @@ def _is_flatten(index: GraphIndex, node: onnx.NodeProto, shapes: dict) -> bool:
             and (isinstance(batch, str) or batch > 0))
 
 
+def _shapes(model: onnx.ModelProto) -> dict | None:
+    try:
+        inferred = inferred_value_info(model)
+    except Exception:  # noqa: BLE001 - shape inference failing only means no rewrite
+        return None
+    return {v.name: _dims(v) for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+
+
+def drop_noop_flatten(model: onnx.ModelProto) -> int:
+    """Remove Flatten(axis=1) of a 2-D tensor (a no-op); returns how many."""
+    if not any(n.op_type == "Flatten" for n in model.graph.node):
+        return 0
+    shapes = _shapes(model)
+    if shapes is None:
+        return 0
+    index = GraphIndex(model.graph)
+    done = 0
+    for node in [n for n in model.graph.node if n.op_type == "Flatten" and n.domain in ("", "ai.onnx")]:
+        dims = shapes.get(node.input[0])
+        if dims is not None and len(dims) == 2 and attr(node, "axis", 1) in (1, -1) and bypass(index, node):
+            done += 1
+    return done
+
+
 def reshape_to_flatten(model: onnx.ModelProto) -> int:
     """Turn flattening Reshapes into Flatten(axis=1); returns how many."""
     if not any(n.op_type == "Reshape" for n in model.graph.node):
         return 0
-    try:
-        inferred = inferred_value_info(model)
-    except Exception:  # noqa: BLE001 - shape inference failing only means no rewrite
+    shapes = _shapes(model)
+    if shapes is None:
         return 0
-    shapes = {v.name: _dims(v) for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
     index = GraphIndex(model.graph)
     done = 0
     for node in model.graph.node:
