@@ -387,6 +387,12 @@ def measure(candidate: str, name: str, model: onnx.ModelProto, shapes: dict) -> 
     except Exception as exc:  # noqa: BLE001
         row["max_rel_diff"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     row["input_untouched"] = given.SerializeToString() == data
+    if candidate == "ours":
+        from onnx_lbyl.canonical import canonicalise
+        row["log"] = canonicalise(model)[1]
+        before, after = _ops(model), row["ops_after"]
+        row["ops_changed"] = {op: [before.get(op, 0), after.get(op, 0)] for op in sorted(set(before) | set(after))
+                              if before.get(op, 0) != after.get(op, 0)}
     return row
 
 
@@ -528,6 +534,14 @@ def markdown(rows: list[dict], versions: dict[str, str]) -> str:
             continue
         seen.add(r["model"])
         lines.append(f"- {r['model']}: {_fmt_quirks(r['quirks_before'])}; Transpose {r['quirks_before'].get('Transpose', 0)}")
+    ours = [r for r in rows if r["candidate"] == "ours" and "log" in r]
+    if ours:
+        lines += ["", "## What canonicalise does to each model", "",
+                  "| model | nodes | op counts that changed | log | s |", "|---|---|---|---|---|"]
+        for r in ours:
+            changed = ", ".join(f"{op} {a} → {b}" for op, (a, b) in r["ops_changed"].items()) or "none (an exact copy)"
+            log = "; ".join(r["log"]) or "—"
+            lines.append(f"| {r['model']} | {r['nodes'][0]} → {r['nodes'][1]} | {changed} | {log} | {r['seconds']} |")
     lines += ["", DECISION]
     return "\n".join(lines) + "\n"
 
