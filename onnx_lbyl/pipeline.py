@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 
 from . import __version__
 from .errors import NothingToPruneError, first_line, InputError
+from .canonical import canonicalise
 from .graph.chains import Chain, Skipped, find_chains, node_label
 from .graph.cost import model_cost, target_node_macs
 from .graph.input_shapes import resolve_input_shapes
@@ -122,6 +123,9 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         check_input_model(model)
     refuse_unsupported(model)  # quantized, or every layer inside an If/Loop/Scan body
     options = replace(options, input_shapes=resolve_input_shapes(model, options.input_shapes, options.calibration))
+    user_model, canonical_log = model, []
+    if not is_large(model):  # a model over 2 GB is taken as it is (canonicalise copies it whole)
+        model, canonical_log = canonicalise(model)
 
     graph = gs.import_onnx(model)
     chains, skipped = find_chains(graph, {i.name for i in model.graph.input}, frozenset(options.allow_approximate))
@@ -152,6 +156,7 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
 
     pruned = _export(graph, model, options)
     del graph, chains, groups  # they hold the edited weights, now copied into `pruned`
+    model = user_model  # validated and costed against what the user gave, not its canonical copy
     original_path = None
     if is_large(model):
         # onnxruntime reads the original from a file; the weights we hold can go, if ours
@@ -186,6 +191,7 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         macs_before=before.macs,
         macs_after=after.macs,
         validation=validation,
+        canonicalised=canonical_log,
     )
     report.seconds = round(time.perf_counter() - started, 3)
     return CompressionResult(pruned, report, staged)

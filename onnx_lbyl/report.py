@@ -46,6 +46,7 @@ class CompressionReport:
     validation: ValidationResult | None = None
     seconds: float = 0.0
     latency: LatencyComparison | None = None  # only when asked for (CLI --benchmark)
+    canonicalised: list[str] = field(default_factory=list)  # what canonical.canonicalise changed first
 
     @property
     def chains_found(self) -> int:
@@ -77,6 +78,8 @@ class CompressionReport:
             f"layers found: {self.chains_found} ({self.count('chain')} chains, {self.count('group')} groups), "
             f"pruned: {self.chains_pruned}, left whole: {len(self.skipped)}",
         ]
+        if self.canonicalised:
+            lines.append("canonicalised first: " + "; ".join(self.canonicalised))
         if self.layers:
             width = max(len(layer.name) for layer in self.layers)
             lines.append(f"  {'layer'.ljust(width)}  channels   absorbed by")
