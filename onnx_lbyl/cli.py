@@ -19,7 +19,7 @@ from .graph.io import PendingWrite, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
-from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, SCOPES, STATISTICS_SOURCES, CompressOptions
+from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, SCOPES, ALLOCATIONS, STATISTICS_SOURCES, CompressOptions
 from .paths import ModelFile, check_paths, data_file
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
@@ -92,6 +92,9 @@ def _choices_help(table: dict[str, str]) -> str:
               help="Never prune the layers whose name matches PATTERN (repeatable).")
 @click.option("--target-macs", type=float, default=None, metavar="F",
               help="Remove this fraction of the model's MACs instead of a fixed --ratio (the smallest uniform ratio that reaches it).")
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="error", show_default=True,
+              help="How --target-macs is shared out: error (the default method: channels go where the "
+                   "expected output error per MAC saved is lowest) or uniform (one ratio for every layer).")
 @click.option("--allow-approximate", type=click.Choice(sorted(APPROXIMATION_HELP)), multiple=True,
               help="Also prune through steps where the compensation is approximate: "
                    + _choices_help(APPROXIMATION_HELP) + " (repeatable; reported as approximate).")
@@ -113,7 +116,7 @@ def _choices_help(table: dict[str, str]) -> str:
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
                      exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
-                     calibration_fit="activations", scope="groups", input_shape=()) -> None:
+                     calibration_fit="activations", scope="groups", input_shape=(), allocation="error") -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 
@@ -133,7 +136,7 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                               exclude=tuple(exclude), target_macs=target_macs,
                               allow_approximate=tuple(allow_approximate), round_to=round_to,
                               statistics=statistics, calibration_fit=calibration_fit,
-                              scope=scope,
+                              scope=scope, allocation=allocation,
                               input_shapes=tuple(parse_input_shape(text) for text in input_shape)).check()
     check_paths(reads={"input": ModelFile(input_path), "calibration": calibration_path, "inputs": inputs_path},
                 writes={"output": ModelFile(output_path), "--report": report_path})

@@ -23,7 +23,7 @@ from .groups import Group, Read
 from .groups.graph import label
 from .groups.rewrite import add_bias, apply_masks, fold_read, input_axis, read_view
 from .numerics.compensation import moment_coefficients
-from .numerics.elimination import ReadView, greedy_group_elimination
+from .numerics.elimination import ReadView, greedy_group_elimination, removal_curve
 from .numerics.statistics import residual_mean
 from .planning import GroupShape
 from .report import LayerReport
@@ -50,11 +50,12 @@ def requests(groups: list[Group]) -> list[TensorRequest]:
 
 
 def measure(model: onnx.ModelProto, groups: list[Group], feeds: dict[str, np.ndarray], scratch=None,
-            batch: int = 8) -> dict[tuple[str, int], ReadStatistics]:
+            batch: int = 8, batch_statistics: bool = False) -> dict[tuple[str, int], ReadStatistics]:
     """Statistics of every read of every group, keyed by (tensor name, offset)."""
     if not groups:
         return {}
-    measured = probe_tensors(model, requests(groups), feeds, batch=batch, scratch=scratch)
+    measured = probe_tensors(model, requests(groups), feeds, batch=batch, scratch=scratch,
+                             batch_statistics=batch_statistics)
     stats = {}
     for group in groups:
         for read in group.reads:
@@ -73,10 +74,7 @@ def prune_groups(graph: gs.Graph, groups: list[Group], keeps: dict[str, int], me
         views = [read_view(read, group.channels) for read in group.reads]
         read_stats = [stats.get((read.tensor.name, read.offset)) for read in group.reads]  # none for prune
         if method == "moments-greedy":
-            weights = [1.0 / max(float(np.sum(s.cov * _gram(v))), 1e-30) for s, v in zip(read_stats, views)]
-            kept, removed, coefficients, _ = greedy_group_elimination(
-                [ReadView(s.cov, v.reshape(v.shape[0], group.channels, -1).transpose(1, 0, 2).reshape(group.channels, -1), w)
-                 for s, v, w in zip(read_stats, views, weights)], keep)
+            kept, removed, coefficients, _ = greedy_group_elimination(elimination_views(views, read_stats), keep)
         else:
             kept, removed = _by_producer_norm(group, keep)
             if method in _COMPENSATED:
@@ -104,9 +102,23 @@ def prune_groups(graph: gs.Graph, groups: list[Group], keeps: dict[str, int], me
     return reports
 
 
-def _gram(view: np.ndarray) -> np.ndarray:
-    rows = view.transpose(1, 0, 2).reshape(view.shape[1], -1)
-    return rows @ rows.T
+def elimination_views(views: list[np.ndarray], read_stats: list[ReadStatistics]) -> list[ReadView]:
+    """What the greedy elimination needs of each read: its covariance, each channel's outgoing
+    weights as a row, and a weight that makes its error relative to the read's expected
+    output energy tr(Cov G G^T), so consumers of different scales count alike."""
+    out = []
+    for view, s in zip(views, read_stats):
+        rows = view.transpose(1, 0, 2).reshape(view.shape[1], -1)
+        energy = float(np.sum(s.cov * (rows @ rows.T)))
+        out.append(ReadView(s.cov, rows, 1.0 / max(energy, 1e-30)))
+    return out
+
+
+def group_curve(group: Group, stats: dict[tuple[str, int], ReadStatistics]) -> tuple[np.ndarray, np.ndarray]:
+    """The group's removal curve (numerics.elimination.removal_curve), for budget allocation."""
+    views = [read_view(read, group.channels) for read in group.reads]
+    read_stats = [stats[(read.tensor.name, read.offset)] for read in group.reads]
+    return removal_curve(elimination_views(views, read_stats), keep=1)
 
 
 def _by_producer_norm(group: Group, keep: int) -> tuple[np.ndarray, np.ndarray]:

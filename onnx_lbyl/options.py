@@ -14,6 +14,7 @@ from .numerics.selection import CRITERIA
 METHODS = ("moments-greedy", "lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments",
            "lbyl-authors", "lbyl-auto")
 SCOPES = ("groups", "chains")
+ALLOCATIONS = ("error", "uniform")
 DEFAULT_METHOD = "moments-greedy"  # why: README, "Which method is the default"
 METHOD_HELP = {
     "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
@@ -70,6 +71,9 @@ class CompressOptions:
         depthwise blocks, squeeze-excitation, Concat/Split, any activation; groups.graph);
         "chains" only Conv/Gemm/MatMul -> [BN] -> Relu -> Conv chains whose middle nothing
         else reads (the papers' protocol: block-internal layers of a ResNet).
+    allocation: how a `target_macs` is shared out. "error" (with moments-greedy): each layer's
+        channels go in the order and amount whose expected output error per MAC saved is lowest
+        across the model (planning.allocate); "uniform": one ratio for every layer.
     input_shapes: (input name, full shape) pairs (CLI `--input-shape NAME:d0,d1,...`) for
         inputs with dynamic dimensions: the probe, the validation batch and the MACs use them.
         A dynamic batch (the first dimension) stays dynamic; graph.input_shapes says the rest.
@@ -92,6 +96,7 @@ class CompressOptions:
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
     scope: str = "groups"
+    allocation: str = "error"
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def check(self) -> "CompressOptions":
@@ -106,6 +111,8 @@ class CompressOptions:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise InputError(f"unknown allocation {self.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
         if self.scope not in SCOPES:
             raise InputError(f"unknown scope {self.scope!r}; choose from {', '.join(SCOPES)}")
         if self.statistics not in STATISTICS_SOURCES:

@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections import Counter
+from fnmatch import fnmatchcase
 from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -39,16 +40,16 @@ from .numerics.compensation import (
     moment_coefficients,
     prune_coefficients,
 )
-from .numerics.elimination import greedy_output_elimination
+from .numerics.elimination import ReadView, greedy_output_elimination, removal_curve
 from .numerics.folding import ChannelLayer
 from .numerics.lambda_choice import choose_lbyl_lambdas
 from .numerics.selection import select_channels
 from .numerics.statistics import bias_correction, residual_mean
 from .options import STATISTICAL_METHODS, CompressOptions
-from .group_pruning import GROUP_METHODS, group_shape, measure, prune_groups
+from .group_pruning import GROUP_METHODS, group_curve, group_shape, measure, prune_groups
 from .groups import Group, analyse
 from .groups.graph import attach_shapes
-from .planning import ChainShape, kept_per_chain, layer_ratios, ratio_for_target_macs
+from .planning import ChainShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .report import CompressionReport, LayerReport, SkippedReport
 from .sources import activation_moments, calibration_feeds, probe_chains, synthetic_feeds
 from .validate import load_inputs, random_inputs, validate
@@ -135,11 +136,10 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         groups, skipped = _groups_beyond_chains(analyse(graph), chains, options.method)
     if not chains and not groups:
         raise NothingToPruneError(_nothing_found(skipped, options.scope))
-    keeps = _kept_per_unit(model, chains, groups, options)
-
     rng = np.random.default_rng(options.seed)
     probed = probe_chains(model, chains, options, scratch)
     group_stats = _group_statistics(model, groups, options, scratch)
+    keeps = _kept_per_unit(model, chains, groups, options, probed, group_stats)
     layers = []
     total = len(chains) + len(groups)
     for index, chain in enumerate(chains, start=1):
@@ -240,20 +240,44 @@ def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: Comp
         return {}
     feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
              else synthetic_feeds(model, options.seed, scratch, shapes=options.input_shapes))
-    return measure(model, groups, feeds, scratch)
+    return measure(model, groups, feeds, scratch, batch_statistics=options.calibration is None and os.environ.get("LBYL_BNSTAT") == "1")
 
 
 def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Group],
-                   options: CompressOptions) -> dict[str, int]:
-    """The channels every chain and group keeps after per-layer rules, the MACs target and rounding."""
+                   options: CompressOptions, probed, group_stats) -> dict[str, int]:
+    """The channels every chain and group keeps after per-layer rules, the MACs target and rounding.
+
+    A MACs target with the default method is met by error-priced allocation (planning.allocate
+    over each unit's removal curve); otherwise, and with allocation="uniform", by the smallest
+    uniform ratio that reaches it."""
     shapes = [ChainShape(c.name, c.producer.outputs[0].name, c.consumer.outputs[0].name,
                          HANDLERS[c.producer.op].out_channels(c.producer)) for c in chains]
     shapes += [group_shape(g) for g in groups]
     ratio = options.ratio
+    if options.target_macs is not None and options.allocation == "error" and options.method == "moments-greedy":
+        ruled = layer_ratios(shapes, 0.0, options.layer_ratios, options.exclude)
+        fixed = {s.name: kept_channels(s.channels, ruled[s.name]) for s in shapes
+                 if any(fnmatchcase(s.name, p) for p, _r in options.layer_ratios)
+                 or any(fnmatchcase(s.name, p) for p in options.exclude)}
+        curves = {c.name: _chain_curve(c, options, probed.get(c.name)) for c in chains if c.name not in fixed}
+        curves.update({g.name: group_curve(g, group_stats) for g in groups if g.name not in fixed})
+        return allocate(shapes, curves, target_node_macs(model, options.input_shapes), options.target_macs,
+                        fixed, options.round_to)
     if options.target_macs is not None:
         ratio = ratio_for_target_macs(shapes, target_node_macs(model, options.input_shapes), options.target_macs,
                                       options.layer_ratios, options.exclude, options.round_to)
     return kept_per_chain(shapes, layer_ratios(shapes, ratio, options.layer_ratios, options.exclude), options.round_to)
+
+
+def _chain_curve(chain: Chain, options: CompressOptions, probed: ProbedStatistics | None):
+    """A chain's removal curve (numerics.elimination.removal_curve), its error relative to the
+    consumer's expected output energy as for groups."""
+    layer = channel_layer(chain)
+    _mean, cov = activation_moments(chain, layer, replace(options, method="moments-greedy"), probed)
+    weight = next_layer_weight(chain)
+    rows = np.moveaxis(np.asarray(weight, dtype=np.float64), 1, 0).reshape(layer.channels, -1)
+    energy = float(np.sum(cov * (rows @ rows.T)))
+    return removal_curve([ReadView(cov, rows, 1.0 / max(energy, 1e-30))], keep=1)
 
 
 def _prune_chain(

@@ -130,3 +130,63 @@ def parse_layer_ratio(text: str) -> tuple[str, float]:
     if not sep or not pattern or not 0 <= ratio < 1:
         raise InputError(f"per-layer ratio must look like PATTERN=RATIO with RATIO in [0, 1), got {text!r}")
     return pattern, ratio
+
+
+def allocate(
+    units: Sequence[GroupShape],
+    curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+    node_macs: Mapping[str, int],
+    target_reduction: float,
+    fixed: Mapping[str, int] | None = None,
+    round_to: int = 1,
+) -> dict[str, int]:
+    """Kept channels per unit for a MACs budget, chosen by price: repeatedly take, across all
+    units, the next removal step (of `curves[name]` = (channels per step, error each step
+    adds)) whose error per MAC it saves is lowest, until the pruned model has at most
+    (1 - target_reduction) of the MACs. Units in `fixed` keep the count given there (per-layer
+    ratios, exclusions). Pure bookkeeping over the curves: which error means what is the
+    caller's (the expected output error at each consumer, relative to its output energy).
+    """
+    import heapq
+
+    if not 0 < target_reduction < 1:
+        raise InputError(f"target MACs reduction must be in (0, 1), got {target_reduction!r}")
+    fixed = dict(fixed or {})
+    total = sum(node_macs.values())
+    goal = total * (1.0 - target_reduction)
+    keeps = {u.name: fixed.get(u.name, u.channels) for u in units}
+    by_name = {u.name: u for u in units}
+
+    def per_channel(unit: GroupShape) -> float:
+        entries = list(unit.outputs) + list(unit.inputs)
+        return sum(node_macs.get(node, 0) / total_channels for node, total_channels in entries if total_channels)
+
+    def rounded() -> dict[str, int]:
+        return {name: min(by_name[name].channels, -(-keep // round_to) * round_to) for name, keep in keeps.items()}
+
+    def macs() -> int:
+        shares = {name: 1.0 - keep / by_name[name].channels for name, keep in rounded().items()}
+        return macs_after(units, node_macs, shares, 1)
+
+    heap: list[tuple[float, int, str, int]] = []
+    order = {u.name: i for i, u in enumerate(units)}
+    for unit in units:
+        if unit.name in fixed or unit.name not in curves or not len(curves[unit.name][0]):
+            continue
+        price = per_channel(unit)
+        sizes, errors = curves[unit.name]
+        heap.append((float(errors[0]) / max(sizes[0] * price, 1e-30), order[unit.name], unit.name, 0))
+    heapq.heapify(heap)
+    while macs() > goal:
+        if not heap:
+            best = 1 - macs() / total if total else 0.0
+            raise InputError(f"a {100 * target_reduction:.1f}% MACs reduction is out of reach: pruning every "
+                             f"prunable layer as far as possible removes {100 * best:.1f}%")
+        _price, rank, name, step = heapq.heappop(heap)
+        sizes, errors = curves[name]
+        keeps[name] -= int(sizes[step])
+        if step + 1 < len(sizes):
+            unit = by_name[name]
+            price = per_channel(unit)
+            heapq.heappush(heap, (float(errors[step + 1]) / max(sizes[step + 1] * price, 1e-30), rank, name, step + 1))
+    return rounded()

@@ -50,6 +50,50 @@ class _Accumulator:
         return mean, 0.5 * (cov + cov.T)
 
 
+class _ShrunkAccumulator(_Accumulator):
+    """_Accumulator whose covariance is shrunk toward its diagonal by the Schaefer-Strimmer
+    intensity: the sum of the estimated variances of the off-diagonal sample covariances over
+    the sum of their squares (clipped to [0, 1]). Why: a tensor read after global pooling gives
+    one sample per image, so a 1280-channel covariance from a few dozen probe images (or a few
+    hundred calibration images) has rank below its size; its zero conditional variances would
+    say that any channel can be removed for free. The fourth moments this needs are accumulated
+    from raw sums and centred at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.square_square = self.square_linear = None
+
+    def add(self, rows: np.ndarray) -> None:
+        super().add(rows)
+        squares = rows * rows
+        if self.square_square is None:
+            self.square_square, self.square_linear = np.zeros_like(self.outer), np.zeros_like(self.outer)
+        self.square_square += squares @ squares.T  # sum a_i^2 a_j^2
+        self.square_linear += squares @ rows.T  # sum a_i^2 a_j
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        mean, cov = super().moments()
+        n = self.count
+        if n < 2:
+            return mean, cov
+        m = mean
+        second = self.outer / n  # E[a_i a_j]
+        first_sq = np.diag(second)  # E[a_i^2]
+        sq_lin = self.square_linear / n  # E[a_i^2 a_j]
+        # E[(a_i - m_i)^2 (a_j - m_j)^2], expanded in raw moments
+        fourth = (self.square_square / n - 2 * sq_lin * m[None, :] - 2 * sq_lin.T * m[:, None]
+                  + first_sq[:, None] * (m * m)[None, :] + (m * m)[:, None] * first_sq[None, :]
+                  + 4 * np.outer(m, m) * second - 3 * np.outer(m * m, m * m))
+        biased = cov * (n - 1) / n
+        variance = np.maximum(fourth - biased * biased, 0.0) * n / (n - 1) ** 3  # Var of each s_ij
+        off = ~np.eye(cov.shape[0], dtype=bool)
+        denominator = float(np.sum(cov[off] ** 2))
+        intensity = 0.0 if denominator <= 0 else min(1.0, float(np.sum(variance[off])) / denominator)
+        shrunk = (1.0 - intensity) * cov
+        shrunk[np.diag_indices_from(shrunk)] = np.diag(cov)
+        return mean, shrunk
+
+
 def probe_statistics(
     model: onnx.ModelProto,
     chains: list[Chain],
@@ -111,9 +155,12 @@ def _batches(session: ort.InferenceSession, feeds: dict[str, np.ndarray], batch:
     return [{k: v[start:start + step] for k, v in feeds.items()} for start in starts]
 
 
-def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | None) -> bytes | str:
+def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | None,
+                 batch_statistics: bool = False) -> bytes | str:
     """`model` with `names` as extra outputs, serialised, or for a large model the path of a
-    model file beside the scratch copy of its weights (so they are written only once)."""
+    model file beside the scratch copy of its weights (so they are written only once).
+    `batch_statistics` makes every BatchNormalization normalise with the batch's own statistics
+    (batch_statistics_bn)."""
     large = scratch is not None and is_large(model)
     if large:
         path = scratch.original(model)
@@ -121,6 +168,8 @@ def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | No
     else:
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
+    if batch_statistics:
+        batch_statistics_bn(probe)
     existing = {o.name for o in probe.graph.output}
     for name in dict.fromkeys(names):
         if name not in existing:
@@ -130,6 +179,65 @@ def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | No
     probe_path = path.with_name("probe.onnx")
     onnx.save_model(probe, str(probe_path))
     return str(probe_path)
+
+
+def batch_statistics_bn(model: onnx.ModelProto) -> int:
+    """Rewrite, in place, every inference BatchNormalization as normalisation by the batch's own
+    per-channel mean and variance, then gamma and beta: z = gamma (u - mean_b) / sqrt(var_b + eps)
+    + beta. Why: synthetic images do not have the statistics of the data a model was trained on,
+    and errors compound layer by layer; with this, every BN output of the probe has exactly the
+    mean (beta) and variance (gamma^2) per channel that the model's BN says the real data have,
+    whatever the images, and only the correlations come from the images. Returns how many."""
+    from .shapes import inferred_value_info  # ranks of the BN inputs, without the weights
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
+    try:
+        inferred = inferred_value_info(model)
+        ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in list(inferred.value_info) + list(inferred.input)
+                 if i.type.tensor_type.HasField("shape")}
+    except Exception:  # without shapes, no BN is rewritten: the probe stays as it was
+        return 0
+    nodes, count = [], 0
+    for node in model.graph.node:
+        rank = ranks.get(node.input[0]) if node.input else None
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 or not rank or rank < 2:
+            nodes.append(node)
+            continue
+        axes = [0, *range(2, rank)]
+        count += 1
+        x, gamma, beta = node.input[0], node.input[1], node.input[2]
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        tag = f"__lbyl_bn{count}_"
+        axes_name = tag + "axes"
+        shape_name = tag + "shape"
+        made = []
+
+        def reduce_mean(src: str, dst: str) -> None:
+            if opset >= 18:
+                made.append(onnx.helper.make_node("ReduceMean", [src, axes_name], [dst], keepdims=1))
+            else:
+                made.append(onnx.helper.make_node("ReduceMean", [src], [dst], axes=axes, keepdims=1))
+
+        constants = [onnx.numpy_helper.from_array(np.asarray([1, -1] + [1] * (rank - 2), dtype=np.int64), shape_name),
+                     onnx.numpy_helper.from_array(np.asarray(eps, dtype=np.float32), tag + "eps")]
+        if opset >= 18:
+            constants.append(onnx.numpy_helper.from_array(np.asarray(axes, dtype=np.int64), axes_name))
+        model.graph.initializer.extend(constants)
+        reduce_mean(x, tag + "mean")
+        made.append(onnx.helper.make_node("Sub", [x, tag + "mean"], [tag + "centred"]))
+        made.append(onnx.helper.make_node("Mul", [tag + "centred", tag + "centred"], [tag + "square"]))
+        reduce_mean(tag + "square", tag + "var")
+        made.append(onnx.helper.make_node("Add", [tag + "var", tag + "eps"], [tag + "var_eps"]))
+        made.append(onnx.helper.make_node("Sqrt", [tag + "var_eps"], [tag + "std"]))
+        made.append(onnx.helper.make_node("Div", [tag + "centred", tag + "std"], [tag + "unit"]))
+        made.append(onnx.helper.make_node("Reshape", [gamma, shape_name], [tag + "gamma"]))
+        made.append(onnx.helper.make_node("Reshape", [beta, shape_name], [tag + "beta"]))
+        made.append(onnx.helper.make_node("Mul", [tag + "unit", tag + "gamma"], [tag + "scaled"]))
+        made.append(onnx.helper.make_node("Add", [tag + "scaled", tag + "beta"], [node.output[0]]))
+        nodes.extend(made)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count
 
 
 @dataclass(frozen=True)
@@ -150,13 +258,18 @@ def probe_tensors(
     feeds: dict[str, np.ndarray],
     batch: int = 8,
     scratch: Scratch | None = None,
+    batch_statistics: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(mean, covariance) over batch and positions of every requested tensor's channels,
-    measured with the unpruned `model` on `feeds`, `batch` rows per onnxruntime call."""
+    measured with the unpruned `model` on `feeds`, `batch` rows per onnxruntime call (with
+    `batch_statistics`, BN normalises each call's batch by its own statistics)."""
     unique = list({r.name: r for r in requests}.values())
     names = [r.name for r in unique]
-    session = ort.InferenceSession(_probe_model(model, names, scratch), providers=["CPUExecutionProvider"])
-    sums = [_Accumulator() for _ in unique]
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = 3  # the running statistics a rewritten BN no longer reads are unused
+    session = ort.InferenceSession(_probe_model(model, names, scratch, batch_statistics), quiet,
+                                   providers=["CPUExecutionProvider"])
+    sums = [_ShrunkAccumulator() for _ in unique]
     parts = _batches(session, feeds, batch)
     if not parts:
         rows = min(int(np.shape(v)[0]) for v in feeds.values())

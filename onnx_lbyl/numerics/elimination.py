@@ -125,16 +125,24 @@ class _ViewState:
 REFRESH = 1e-6  # recompute P from scratch when a downdate cancels this much
 
 
+def removal_curve(views: list[ReadView], keep: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """How the weighted expected output error grows as greedy_group_elimination removes
+    channels down to `keep`: (channels removed in each step, error each step adds). A budget
+    allocator compares these prices across layers (planning.allocate)."""
+    *_, errors, sizes = greedy_group_elimination(views, keep, with_steps=True)
+    return sizes, errors
+
+
 def greedy_group_elimination(
-    views: list[ReadView], keep: int, jitter: float = 1e-9
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    views: list[ReadView], keep: int, jitter: float = 1e-9, with_steps: bool = False
+) -> tuple:
     """greedy_output_elimination for a channel group read by several consumers: each step
     removes the channel (or block) whose removal adds the least weighted sum of expected output
     errors over the views, and folds its best linear predictor into every view separately
     (each consumer reads its own tensor, so each has its own covariance and coefficients).
 
     Returns (kept, removed, coefficients per view, step_errors), as greedy_output_elimination;
-    step_errors are the weighted sums.
+    step_errors are the weighted sums; `with_steps` adds the number of channels of each step.
     """
     n = views[0].cov.shape[0]
     keep = int(min(max(keep, 0), n))
@@ -146,7 +154,7 @@ def greedy_group_elimination(
     block = max(1, -(-remove // MAX_STEPS))
     states = [_ViewState(view, remove, jitter) for view in views]
     alive = np.arange(n)
-    order, errors = [], []
+    order, errors, sizes = [], [], []
     done = 0
     while done < remove:
         cost = sum(state.weight * state.cost() for state in states)
@@ -157,6 +165,7 @@ def greedy_group_elimination(
         rest = np.flatnonzero(rest)
         errors.append(sum(state.weight * state.remove(pick, rest, done, alive) for state in states))
         order.extend(int(c) for c in alive[pick])
+        sizes.append(take)
         alive = alive[rest]
         done += take
     rows_sorted = np.argsort(alive)
@@ -164,4 +173,6 @@ def greedy_group_elimination(
     kept = alive[rows_sorted]
     removed = np.sort(np.asarray(order, dtype=np.int64))
     coefficients = [state.coef[np.ix_(rows_sorted, columns_sorted)] for state in states]
+    if with_steps:
+        return kept, removed, coefficients, np.asarray(errors), np.asarray(sizes, dtype=np.int64)
     return kept, removed, coefficients, np.asarray(errors)
