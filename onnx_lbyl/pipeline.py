@@ -240,7 +240,10 @@ def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: Comp
         return {}
     feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
              else synthetic_feeds(model, options.seed, scratch, shapes=options.input_shapes))
-    return measure(model, groups, feeds, scratch, batch_statistics=options.calibration is None and os.environ.get("LBYL_BNSTAT") == "1")
+    # data-free: every BN of the probe normalises by the synthetic batch's own statistics, so each
+    # BN output has the mean and variance the model's BN records for real data (graph.probe);
+    # measured on the development models, bench/results/design_decisions.md
+    return measure(model, groups, feeds, scratch, batch_statistics=options.calibration is None)
 
 
 def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Group],
