@@ -22,7 +22,7 @@ from . import __version__
 from .errors import NothingToPruneError, first_line, InputError
 from .canonical import canonicalise
 from .graph.chains import Chain, Skipped, find_chains, node_label
-from .graph.cost import model_cost, target_node_macs
+from .graph.cost import model_cost, node_macs, target_node_macs
 from .graph.input_shapes import resolve_input_shapes
 from .graph.unsupported import refuse_unsupported
 from .graph.shapes import infer_shapes
@@ -49,7 +49,7 @@ from .options import STATISTICAL_METHODS, CompressOptions
 from .group_pruning import GROUP_METHODS, group_curve, group_shape, measure, prune_groups
 from .groups import Group, analyse
 from .groups.graph import attach_shapes
-from .planning import ChainShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
+from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .report import CompressionReport, LayerReport, SkippedReport
 from .sources import activation_moments, calibration_feeds, probe_chains, synthetic_feeds
 from .validate import load_inputs, random_inputs, validate
@@ -131,9 +131,10 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     graph = gs.import_onnx(model)
     chains, skipped = find_chains(graph, {i.name for i in model.graph.input}, frozenset(options.allow_approximate))
     groups: list[Group] = []
+    skipped_shapes: dict[str, GroupShape] = {}
     if options.scope == "groups":
         attach_shapes(graph, model, options.input_shapes)
-        groups, skipped = _groups_beyond_chains(analyse(graph), chains, options.method)
+        groups, skipped, skipped_shapes = _groups_beyond_chains(analyse(graph), chains, options.method)
     if not chains and not groups:
         raise NothingToPruneError(_nothing_found(skipped, options.scope))
     rng = np.random.default_rng(options.seed)
@@ -154,6 +155,10 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
             if progress is not None:
                 progress(index, total, layer)
 
+    unit_macs = _unit_macs(model, options, [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups],
+                           skipped_shapes)
+    for layer in layers:
+        layer.macs = unit_macs.get(layer.name)
     pruned = _export(graph, model, options)
     del graph, chains, groups  # they hold the edited weights, now copied into `pruned`
     model = user_model  # validated and costed against what the user gave, not its canonical copy
@@ -185,7 +190,7 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         options=options.to_dict(),
         input=source,
         layers=layers,
-        skipped=[SkippedReport(s.node, s.reason) for s in skipped],
+        skipped=[SkippedReport(s.node, s.reason, unit_macs.get(s.node)) for s in skipped],
         parameters_before=before.parameters,
         parameters_after=after.parameters,
         macs_before=before.macs,
@@ -198,15 +203,17 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
 
 
 def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: str
-                          ) -> tuple[list[Group], list[Skipped]]:
+                          ) -> tuple[list[Group], list[Skipped], dict[str, GroupShape]]:
     """The prunable groups that are not chains (those keep the chain path, with every method
-    and BN statistics), and why each other group that has producers stays whole."""
+    and BN statistics), why each other group that a layer produces stays whole, and the
+    layers each of those touches (for its MACs in the report)."""
     chained = {(id(c.producer), id(c.consumer)) for c in chains}
-    beyond, skipped = [], []
+    beyond, skipped, shapes = [], [], {}
     for group in groups:
         if not group.prunable:
             if group.layer:
                 skipped.append(Skipped(group.name, "; ".join(group.reasons[:3])))
+                shapes[group.name] = group_shape(group)
             continue
         if (len(group.producers) == 1 and len(group.reads) == 1
                 and (id(group.producers[0].node), id(group.reads[0].node)) in chained):
@@ -214,9 +221,28 @@ def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: str
         if method not in GROUP_METHODS:
             skipped.append(Skipped(group.name, f"method {method} compensates chains only (one producer, "
                                                f"one consumer); {', '.join(GROUP_METHODS)} prune any group"))
+            shapes[group.name] = group_shape(group)
             continue
         beyond.append(group)
-    return beyond, skipped
+    return beyond, skipped, shapes
+
+
+def _chain_shape(chain: Chain) -> GroupShape:
+    return ChainShape(chain.name, chain.producer.outputs[0].name, chain.consumer.outputs[0].name,
+                      HANDLERS[chain.producer.op].out_channels(chain.producer))
+
+
+def _unit_macs(model: onnx.ModelProto, options: CompressOptions, units: list[GroupShape],
+               skipped: dict[str, GroupShape]) -> dict[str, int | None]:
+    """Per unit (chain, group, or group left whole): the MACs of the layers whose channels it
+    narrows, each layer counted once per unit (a layer two units narrow counts in both)."""
+    macs = node_macs(model, options.input_shapes)
+    out = {}
+    for unit in [*units, *skipped.values()]:
+        layers = dict.fromkeys(node for node, _c in (*unit.outputs, *unit.inputs))
+        values = [macs.get(node) for node in layers]
+        out[unit.name] = None if any(v is None for v in values) else int(sum(values))
+    return out
 
 
 def _nothing_found(skipped: list[Skipped], scope: str) -> str:
@@ -253,9 +279,7 @@ def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Gro
     A MACs target with the default method is met by error-priced allocation (planning.allocate
     over each unit's removal curve); otherwise, and with allocation="uniform", by the smallest
     uniform ratio that reaches it."""
-    shapes = [ChainShape(c.name, c.producer.outputs[0].name, c.consumer.outputs[0].name,
-                         HANDLERS[c.producer.op].out_channels(c.producer)) for c in chains]
-    shapes += [group_shape(g) for g in groups]
+    shapes = [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups]
     ratio = options.ratio
     if options.target_macs is not None and options.allocation == "error" and options.method == "moments-greedy":
         ruled = layer_ratios(shapes, 0.0, options.layer_ratios, options.exclude)

@@ -23,12 +23,14 @@ class LayerReport:
     lambdas: list[float] | None = None  # lbyl-auto: the (lambda1, lambda2) this layer chose
     kind: str = "chain"  # "chain" (one producer, one consumer) or "group" (any channel group)
     producers: int = 1  # layers that lose these output channels
+    macs: int | None = None  # MACs/sample of the layers whose channels it narrows, before pruning
 
 
 @dataclass
 class SkippedReport:
     name: str
     reason: str
+    macs: int | None = None  # MACs of the layers whose channels it would narrow (None: unknown)
 
 
 @dataclass
@@ -82,14 +84,24 @@ class CompressionReport:
             lines.append("canonicalised first: " + "; ".join(self.canonicalised))
         if self.layers:
             width = max(len(layer.name) for layer in self.layers)
-            lines.append(f"  {'layer'.ljust(width)}  channels   absorbed by")
+            lines.append(f"  {'layer'.ljust(width)}  kind   channels     MACs   absorbed by")
             for layer in self.layers:
                 note = f"  (approximate: {', '.join(layer.approximations)})" if layer.approximations else ""
                 if layer.lambdas is not None:
                     note += f"  lambda1={layer.lambdas[0]:g} lambda2={layer.lambdas[1]:g}"
                 lines.append(
-                    f"  {layer.name.ljust(width)}  {layer.channels_before:>4} -> {layer.channels_after:<4} {layer.next_layer}{note}"
+                    f"  {layer.name.ljust(width)}  {layer.kind:<5} {layer.channels_before:>4} -> {layer.channels_after:<4} "
+                    f"{_short(layer.macs):>6}   {layer.next_layer}{note}"
                 )
+        if self.skipped:
+            reasons: dict[str, list[SkippedReport]] = {}
+            for skip in self.skipped:
+                reasons.setdefault(skip.reason, []).append(skip)
+            lines.append("left whole:")
+            for reason, skips in sorted(reasons.items(), key=lambda item: -len(item[1])):
+                macs = [s.macs for s in skips]
+                total = "" if any(m is None for m in macs) else f", {_short(sum(macs))} MACs"
+                lines.append(f"  {len(skips)} ({skips[0].name}{' ...' if len(skips) > 1 else ''}{total}): {reason}")
         lines.append(_change("parameters", self.parameters_before, self.parameters_after))
         lines.append(_change("MACs/sample", self.macs_before, self.macs_after))
         if self.validation is not None:
@@ -105,6 +117,16 @@ class CompressionReport:
         if self.output:
             lines.append(f"written: {self.output}")
         return "\n".join(lines)
+
+
+def _short(value: int | None) -> str:
+    """1.2M-style MACs for the table; '?' when unknown."""
+    if value is None:
+        return "?"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(value)
 
 
 def _change(label: str, before: int | None, after: int | None) -> str:
