@@ -51,7 +51,8 @@ from .groups import Group, analyse
 from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .report import CompressionReport, LayerReport, SkippedReport
-from .sources import activation_moments, calibration_feeds, probe_chains, synthetic_feeds
+from .sources import (GROUP_PROBE_IMAGES, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
+                      probe_chains, synthetic_feeds)
 from .validate import load_inputs, random_inputs, validate
 
 Progress = Callable[[int, int, LayerReport], None]
@@ -265,7 +266,8 @@ def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: Comp
     if not groups or options.method == "prune":
         return {}
     feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
-             else synthetic_feeds(model, options.seed, scratch, shapes=options.input_shapes))
+             else synthetic_feeds(model, options.seed, scratch, rows=GROUP_PROBE_IMAGES, shapes=options.input_shapes,
+                                  max_values=GROUP_PROBE_MAX_VALUES))
     # data-free: every BN of the probe normalises by the synthetic batch's own statistics, so each
     # BN output has the mean and variance the model's BN records for real data (graph.probe);
     # measured on the development models, bench/results/design_decisions.md
