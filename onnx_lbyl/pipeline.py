@@ -24,7 +24,7 @@ from .canonical import canonicalise
 from .graph.chains import Chain, Skipped, find_chains, node_label
 from .graph.cost import model_cost, node_macs, target_node_macs
 from .graph.input_shapes import resolve_input_shapes
-from .graph.unsupported import refuse_unsupported
+from .graph.unsupported import refuse_unsupported, subgraph_layers
 from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
 from .graph.external import Scratch, StagedModel, is_large, without_weights
@@ -136,6 +136,8 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     if options.scope == "groups":
         attach_shapes(graph, model, options.input_shapes)
         groups, skipped, skipped_shapes = _groups_beyond_chains(analyse(graph), chains, options.method)
+    skipped += [Skipped(layer, f"inside {where}, a body the analysis does not enter")
+                for layer, where in subgraph_layers(model)]
     if not chains and not groups:
         raise NothingToPruneError(_nothing_found(skipped, options.scope))
     rng = np.random.default_rng(options.seed)
