@@ -92,10 +92,9 @@ def _choices_help(table: dict[str, str]) -> str:
               help="Never prune the layers whose name matches PATTERN (repeatable).")
 @click.option("--target-macs", type=float, default=None, metavar="F",
               help="Remove this fraction of the model's MACs instead of a fixed --ratio (the smallest uniform ratio that reaches it).")
-@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="uniform", show_default=True,
-              help="How --target-macs is shared out: uniform (one ratio for every layer) or error (with "
-                   "moments-greedy: channels go where the expected output error per MAC saved is lowest; "
-                   "experimental, see bench/results/design_decisions.md).")
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="error", show_default=True,
+              help="How --target-macs is shared out: error (with moments-greedy: channels go where the "
+                   "expected output error per MAC saved is lowest) or uniform (one ratio for every layer).")
 @click.option("--allow-approximate", type=click.Choice(sorted(APPROXIMATION_HELP)), multiple=True,
               help="Also prune through steps where the compensation is approximate: "
                    + _choices_help(APPROXIMATION_HELP) + " (repeatable; reported as approximate).")
@@ -117,7 +116,7 @@ def _choices_help(table: dict[str, str]) -> str:
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
                      exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
-                     calibration_fit="activations", scope="groups", input_shape=(), allocation="uniform") -> None:
+                     calibration_fit="activations", scope="groups", input_shape=(), allocation="error") -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 

@@ -71,11 +71,11 @@ class CompressOptions:
         depthwise blocks, squeeze-excitation, Concat/Split, any activation; groups.graph);
         "chains" only Conv/Gemm/MatMul -> [BN] -> Relu -> Conv chains whose middle nothing
         else reads (the papers' protocol: block-internal layers of a ResNet).
-    allocation: how a `target_macs` is shared out. "uniform" (default): one ratio for every
-        layer; "error" (with moments-greedy): each layer's channels go in the order and amount
-        whose expected output error per MAC saved is lowest across the model (planning.allocate).
-        Not the default: on the development models it won on one of three exports and lost on
-        another (bench/results/design_decisions.md).
+    allocation: how a `target_macs` is shared out. "error" (default; with moments-greedy, other
+        methods use "uniform"): each layer's channels go in the order and amount whose expected
+        output error per MAC saved is lowest across the model (planning.allocate); "uniform": one
+        ratio for every layer (the papers' protocol). Chosen on the development models
+        (bench/results/design_checks.md: better on 3 of 4 exports).
     input_shapes: (input name, full shape) pairs (CLI `--input-shape NAME:d0,d1,...`) for
         inputs with dynamic dimensions: the probe, the validation batch and the MACs use them.
         A dynamic batch (the first dimension) stays dynamic; graph.input_shapes says the rest.
@@ -98,7 +98,7 @@ class CompressOptions:
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
     scope: str = "groups"
-    allocation: str = "uniform"  # "error" is opt-in: bench/results/design_decisions.md
+    allocation: str = "error"  # chosen on the development models: bench/results/design_checks.md
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def check(self) -> "CompressOptions":

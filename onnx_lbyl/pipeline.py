@@ -143,7 +143,7 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     rng = np.random.default_rng(options.seed)
     probed = probe_chains(model, chains, options, scratch)
     group_stats = _group_statistics(model, groups, options, scratch)
-    keeps = _kept_per_unit(model, chains, groups, options, probed, group_stats)
+    keeps, plan = _kept_per_unit(model, chains, groups, options, probed, group_stats)
     layers = []
     total = len(chains) + len(groups)
     for index, chain in enumerate(chains, start=1):
@@ -200,6 +200,7 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         macs_after=after.macs,
         validation=validation,
         canonicalised=canonical_log,
+        plan=plan,
     )
     report.seconds = round(time.perf_counter() - started, 3)
     return CompressionResult(pruned, report, staged)
@@ -272,12 +273,12 @@ def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: Comp
                                   max_values=GROUP_PROBE_MAX_VALUES))
     # data-free: every BN of the probe normalises by the synthetic batch's own statistics, so each
     # BN output has the mean and variance the model's BN records for real data (graph.probe);
-    # measured on the development models, bench/results/design_decisions.md
+    # measured on the development models, bench/results/design_checks.md
     return measure(model, groups, feeds, scratch, batch_statistics=options.calibration is None)
 
 
 def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Group],
-                   options: CompressOptions, probed, group_stats) -> dict[str, int]:
+                   options: CompressOptions, probed, group_stats) -> tuple[dict[str, int], str]:
     """The channels every chain and group keeps after per-layer rules, the MACs target and rounding.
 
     A MACs target with the default method is met by error-priced allocation (planning.allocate
@@ -292,12 +293,16 @@ def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Gro
                  or any(fnmatchcase(s.name, p) for p in options.exclude)}
         curves = {c.name: _chain_curve(c, options, probed.get(c.name)) for c in chains if c.name not in fixed}
         curves.update({g.name: group_curve(g, group_stats) for g in groups if g.name not in fixed})
-        return allocate(shapes, curves, target_node_macs(model, options.input_shapes), options.target_macs,
-                        fixed, options.round_to)
+        keeps = allocate(shapes, curves, target_node_macs(model, options.input_shapes), options.target_macs,
+                         fixed, options.round_to)
+        return keeps, f"target-macs={options.target_macs} (allocated by error per MAC)"
     if options.target_macs is not None:
         ratio = ratio_for_target_macs(shapes, target_node_macs(model, options.input_shapes), options.target_macs,
                                       options.layer_ratios, options.exclude, options.round_to)
-    return kept_per_chain(shapes, layer_ratios(shapes, ratio, options.layer_ratios, options.exclude), options.round_to)
+    keeps = kept_per_chain(shapes, layer_ratios(shapes, ratio, options.layer_ratios, options.exclude), options.round_to)
+    if options.target_macs is not None:
+        return keeps, f"target-macs={options.target_macs} (uniform ratio {ratio:g})"
+    return keeps, f"ratio={ratio:g}"
 
 
 def _chain_curve(chain: Chain, options: CompressOptions, probed: ProbedStatistics | None):

@@ -49,6 +49,7 @@ class CompressionReport:
     seconds: float = 0.0
     latency: LatencyComparison | None = None  # only when asked for (CLI --benchmark)
     canonicalised: list[str] = field(default_factory=list)  # what canonical.canonicalise changed first
+    plan: str = ""  # what set the kept counts: the ratio, or the MACs target and the ratio it led to
 
     @property
     def chains_found(self) -> int:
@@ -75,7 +76,7 @@ class CompressionReport:
         lines = [
             f"onnx-lbyl {self.tool_version}: method={self.options['method']} "
             f"criterion={'output error (greedy)' if self.options['method'] == 'moments-greedy' else self.options['criterion']} "
-            f"ratio={self.options['ratio']}"
+            f"{self.plan or 'ratio=' + str(self.options['ratio'])}"
             + (f" calibration={self.options['calibration']}" if self.options.get("calibration") else ""),
             f"layers found: {self.chains_found} ({self.count('chain')} chains, {self.count('group')} groups), "
             f"pruned: {self.chains_pruned}, left whole: {len(self.skipped)}",

@@ -35,7 +35,7 @@ SAMPLES_PER_CHANNEL = 4
 PROBE_MAX_VALUES = 1 << 21
 # Channel groups are measured on more images: their reads include late layers of few positions
 # and global pooling (one sample per image) for covariances of a thousand channels, even after
-# shrinkage (graph.probe). Chosen on the development models; bench/results/design_decisions.md.
+# shrinkage (graph.probe). Chosen on the development models; bench/results/design_checks.md.
 GROUP_PROBE_IMAGES = 128
 GROUP_PROBE_MAX_VALUES = 1 << 25
 
@@ -59,7 +59,7 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
 
 
 def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None = None,
-                    rows: int = PROBE_BATCH, shapes=(), max_values: int = PROBE_MAX_VALUES) -> dict[str, np.ndarray]:
+                    rows: int = PROBE_BATCH, shapes=(), max_values: int | None = None) -> dict[str, np.ndarray]:
     """Data-free probe input (onnx_lbyl.synthetic). A model with a single 4-D float input gets
     `rows` images (at least PROBE_BATCH, fewer if they would exceed PROBE_MAX_VALUES numbers)
     picked by the model itself from max(PROBE_POOL, 2 x rows) synthetic candidates (the ones
@@ -80,7 +80,7 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None =
     name, (batch, *rest) = images[0], feeds[images[0]].shape
     dtype = feeds[name].dtype
     values = int(np.prod(rest))
-    wanted = max(PROBE_BATCH, min(rows, max_values // values))
+    wanted = max(PROBE_BATCH, min(rows, (PROBE_MAX_VALUES if max_values is None else max_values) // values))
     step = 1 if batch == PROBE_BATCH else batch  # a fixed batch axis: whole batches only
     count = -(-wanted // step) * step
     candidates = max(2 * count, min(PROBE_POOL, PROBE_POOL_VALUES // values))

@@ -56,8 +56,8 @@ class _ShrunkAccumulator(_Accumulator):
     the sum of their squares (clipped to [0, 1]). Why: a tensor read after global pooling gives
     one sample per image, so a 1280-channel covariance from a few dozen probe images (or a few
     hundred calibration images) has rank below its size; its zero conditional variances would
-    say that any channel can be removed for free. The intensity is at least channels / samples
-    for that reason. The fourth moments this needs are accumulated from raw sums and centred at
+    say that any channel can be removed for free. With fewer samples than channels the
+    intensity is at least channels / samples for that reason. The fourth moments this needs are accumulated from raw sums and centred at
     the end."""
 
     def __init__(self) -> None:
@@ -90,10 +90,11 @@ class _ShrunkAccumulator(_Accumulator):
         off = ~np.eye(cov.shape[0], dtype=bool)
         denominator = float(np.sum(cov[off] ** 2))
         intensity = 0.0 if denominator <= 0 else min(1.0, float(np.sum(variance[off])) / denominator)
-        # at least channels / samples: with fewer samples than channels the sample covariance is
-        # singular whatever its entries' variances say, and its null space would price removals
-        # at zero (EfficientNet-Lite0's 1280-channel head read after pooling: 128 samples)
-        intensity = max(intensity, min(1.0, cov.shape[0] / n))
+        # fewer samples than channels: the sample covariance is singular whatever its entries'
+        # variances say, and its null space would price removals at zero (EfficientNet-Lite0's
+        # 1280-channel head read after pooling: 128 samples), so shrink by channels / samples
+        if n < cov.shape[0]:
+            intensity = max(intensity, min(1.0, cov.shape[0] / n))
         shrunk = (1.0 - intensity) * cov
         shrunk[np.diag_indices_from(shrunk)] = np.diag(cov)
         return mean, shrunk
