@@ -100,15 +100,15 @@ def add_to_next_bias(chain: Chain, delta: np.ndarray, graph: gs.Graph) -> None:
         target.values = np.ascontiguousarray((old.astype(np.float64) + delta.reshape(old.shape)).astype(old.dtype))
         return
     dtype = handler.weight(consumer).dtype
-    name = _unique_name(graph, f"{consumer.inputs[1].name}_bias")
+    name = unique_name(graph, f"{consumer.inputs[1].name}_bias")
     constant = gs.Constant(name, np.ascontiguousarray(delta.astype(dtype)))
     if consumer.op != "MatMul":
         handler.set_bias(consumer, constant.values, name)
         return
     product = consumer.outputs[0]
-    unbiased = gs.Variable(_unique_name(graph, f"{product.name}_unbiased"), dtype=product.dtype)
+    unbiased = gs.Variable(unique_name(graph, f"{product.name}_unbiased"), dtype=product.dtype)
     consumer.outputs = [unbiased]
-    graph.nodes.append(gs.Node("Add", name=_unique_name(graph, f"{consumer.name or name}_bias_add"),
+    graph.nodes.append(gs.Node("Add", name=unique_name(graph, f"{consumer.name or name}_bias_add"),
                                inputs=[unbiased, constant], outputs=[product]))
     graph.toposort()
 
@@ -125,7 +125,8 @@ def _following_bias(matmul: gs.Node) -> gs.Constant | None:
     return others[0] if np.asarray(others[0].values).size == outputs else None
 
 
-def _unique_name(graph: gs.Graph, base: str) -> str:
+def unique_name(graph: gs.Graph, base: str) -> str:
+    """`base`, or `base_N` with the smallest N that no tensor or node of `graph` is called."""
     taken = set(graph.tensors().keys()) | {node.name for node in graph.nodes}
     name, index = base, 1
     while name in taken:

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..graph.chains import constant_value as constant  # noqa: F401  (the rules read constants through it)
 from .spaces import ChannelSpaces, Layout
 
 
@@ -254,19 +254,6 @@ def _resolve(state: Analysis) -> list[Group]:
             group.name = label(group.reads[0].node) if group.reads else f"group{len(result)}"
         result.append(group)
     return result
-
-
-def constant(tensor: gs.Tensor | None) -> np.ndarray | None:
-    """The value of an initializer or of a Constant node's output; None if computed."""
-    if tensor is None or not tensor.name:
-        return None
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values)
-    producers = list(tensor.inputs)
-    if len(producers) == 1 and producers[0].op == "Constant" and "value" in producers[0].attrs:
-        value = producers[0].attrs["value"]
-        return np.asarray(value.values if isinstance(value, gs.Constant) else value)
-    return None
 
 
 def attach_shapes(graph: gs.Graph, model, input_shapes=()) -> None:

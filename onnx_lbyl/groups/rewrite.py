@@ -13,6 +13,7 @@ from collections import defaultdict
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..graph.surgery import unique_name
 from .graph import Group, Read
 
 # the axis of a consumer's weight that indexes its input features
@@ -83,10 +84,10 @@ def add_bias(node: gs.Node, delta: np.ndarray, graph: gs.Graph) -> None:
         target = _following_bias(node)
         if target is None:
             product = node.outputs[0]
-            unbiased = gs.Variable(_unique(graph, f"{product.name}_unbiased"), dtype=product.dtype)
+            unbiased = gs.Variable(unique_name(graph, f"{product.name}_unbiased"), dtype=product.dtype)
             node.outputs = [unbiased]
-            constant = gs.Constant(_unique(graph, f"{_weight(node).name}_bias"), np.ascontiguousarray(delta.astype(dtype)))
-            graph.nodes.append(gs.Node("Add", name=_unique(graph, f"{node.name or product.name}_bias_add"),
+            constant = gs.Constant(unique_name(graph, f"{_weight(node).name}_bias"), np.ascontiguousarray(delta.astype(dtype)))
+            graph.nodes.append(gs.Node("Add", name=unique_name(graph, f"{node.name or product.name}_bias_add"),
                                        inputs=[unbiased, constant], outputs=[product]))
             graph.toposort()
             return
@@ -98,7 +99,7 @@ def add_bias(node: gs.Node, delta: np.ndarray, graph: gs.Graph) -> None:
             old = np.full(delta.shape, old.reshape(-1)[0], dtype=old.dtype)
         target.values = np.ascontiguousarray((old.astype(np.float64) + delta.reshape(old.shape)).astype(old.dtype))
         return
-    constant = gs.Constant(_unique(graph, f"{_weight(node).name}_bias"), np.ascontiguousarray(delta.astype(dtype)))
+    constant = gs.Constant(unique_name(graph, f"{_weight(node).name}_bias"), np.ascontiguousarray(delta.astype(dtype)))
     while len(node.inputs) < 2:
         node.inputs.append(gs.Variable.empty())
     if len(node.inputs) > 2:
@@ -192,7 +193,7 @@ def _recount(graph: gs.Graph, node: gs.Node, input_index: int, values: dict[int,
             sizes[index] = value
         node.attrs.pop("num_outputs", None)
         if opset >= 13:
-            name = _unique(graph, f"{node.name or node.outputs[0].name}_split")
+            name = unique_name(graph, f"{node.name or node.outputs[0].name}_split")
             node.inputs.append(gs.Constant(name, np.asarray(sizes, dtype=np.int64)))
         else:
             node.attrs["split"] = sizes
@@ -210,12 +211,4 @@ def _recount(graph: gs.Graph, node: gs.Node, input_index: int, values: dict[int,
     for index, value in values.items():
         flat[index] = value
     # a private copy: exporters share shape constants between nodes
-    node.inputs[input_index] = gs.Constant(_unique(graph, f"{tensor.name}_pruned"), array)
-
-
-def _unique(graph: gs.Graph, base: str) -> str:
-    taken = set(graph.tensors().keys()) | {node.name for node in graph.nodes}
-    name, index = base, 1
-    while name in taken:
-        name, index = f"{base}_{index}", index + 1
-    return name
+    node.inputs[input_index] = gs.Constant(unique_name(graph, f"{tensor.name}_pruned"), array)
