@@ -73,8 +73,8 @@ HELD_OUT = ("akamaster_resnet32_cifar10_bn", "akamaster_resnet32_cifar10_folded"
 CONFIGS = {"chains-uniform": ("chains", "uniform"), "groups-uniform": ("groups", "uniform"),
            "groups-error": ("groups", "error")}
 CONFIG_NAMES = {"chains-uniform": "chains only (block-internal), uniform",
-                "groups-uniform": "groups, uniform (default)",
-                "groups-error": "groups, allocation error"}
+                "groups-uniform": "groups, uniform",
+                "groups-error": "groups, allocation error (default)"}
 IMAGENET_TARGET = 0.25
 CIFAR_TARGETS = (0.5, 0.3)
 CURVE_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -474,8 +474,8 @@ def markdown(data: dict) -> str:
         "",
         "Configurations: *chains only* = `scope=\"chains\"` (Conv→BN→ReLU→Conv inside blocks, the papers' protocol), "
         "uniform ratio; *groups* = `scope=\"groups\"` (the default: also residual streams, depthwise blocks, SE, "
-        "Concat/Split, any activation), allocation `uniform` (default) or `error` (experimental: per-layer amounts "
-        "by expected output error per MAC saved). Δ = top-1 minus the unpruned model's on the same images, in points; "
+        "Concat/Split, any activation), allocation `error` (the default for --target-macs: per-layer amounts "
+        "by expected output error per MAC saved) or `uniform`. Δ = top-1 minus the unpruned model's on the same images, in points; "
         "agreement = share of images where the pruned and unpruned models predict the same class.",
         "",
         f"## 1. EfficientNet-Lite0, target_macs={IMAGENET_TARGET:g}, ImageNet sample (500 images, one per class)",
