@@ -161,3 +161,93 @@ def test_constant_node_weights_are_canonicalised_first():
 def test_quantized_constructs_are_refused(name):
     with pytest.raises(InputError, match="quantized"):
         compress(BUILDERS[name](), CompressOptions(ratio=0.3))
+
+
+def _conv_op_conv(middle, inits, opset, c_mid=4, out_size=8):
+    """x -> conv1 (c_mid) -> `middle` nodes (from "c1" to "m") -> conv2 (5) -> y."""
+    rng = np.random.default_rng(5)
+    c_in2 = next((v.shape[1] for k, v in inits.items() if k == "w2"), c_mid)
+    base = {"w1": rng.standard_normal((c_mid, 3, 3, 3)), "b1": rng.standard_normal(c_mid),
+            "w2": rng.standard_normal((5, c_in2, 3, 3)), "b2": rng.standard_normal(5)}
+    nodes = [_conv("conv1", "x", "w1", "b1", "c1"), *middle, _conv("conv2", "m", "w2", "b2", "y")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, out_size, out_size])],
+        [numpy_helper.from_array(np.asarray(v, dtype=np.int64 if k.startswith("i_") else np.float32), k)
+         for k, v in {**base, **inits}.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _same_as_masked(model):
+    """method=prune removes conv1's channels; the original with conv2's columns of those
+    channels zeroed computes the same function when every rule is sound."""
+    result = compress(model, CompressOptions(ratio=0.5, method="prune"))
+    removed = next(layer.removed for layer in result.report.layers if layer.name == "conv1")
+    assert removed
+    masked = onnx.ModelProto()
+    masked.CopyFrom(model)
+    w2 = next(t for t in masked.graph.initializer if t.name == "w2")
+    values = numpy_helper.to_array(w2).copy()
+    values[:, removed] = 0
+    w2.CopyFrom(numpy_helper.from_array(values, "w2"))
+    np.testing.assert_allclose(_outputs(result.model), _outputs(masked), rtol=1e-4, atol=1e-5)
+    return result
+
+
+def test_resize_with_axes_lists_sizes_of_those_axes_only():
+    """Opset 18 Resize with axes=[2, 3]: its sizes hold H and W, no channel count to recount
+    (the rule used to rewrite sizes[1], W, with the kept channel count)."""
+    model = _conv_op_conv([helper.make_node("Relu", ["c1"], ["r1"]),
+                           helper.make_node("Resize", ["r1", "", "", "i_sizes"], ["m"], mode="nearest", axes=[2, 3])],
+                          {"i_sizes": [16, 16]}, opset=18, out_size=16)
+    result = _same_as_masked(model)
+    sizes = [numpy_helper.to_array(t) for t in result.model.graph.initializer if t.name.startswith("i_sizes")]
+    assert [list(s) for s in sizes] == [[16, 16]]
+
+
+def test_resize_of_the_channel_axis_keeps_the_channels_whole():
+    """scales [1, 2, 1, 1] doubles the channels: not channel-wise (the rule used to pass it on,
+    and the pruned model did not run)."""
+    model = _conv_op_conv([helper.make_node("Relu", ["c1"], ["r1"]),
+                           helper.make_node("Resize", ["r1", "", "f_scales"], ["m"], mode="nearest")],
+                          {"f_scales": [1, 2, 1, 1], "w2": np.ones((5, 8, 3, 3))}, opset=13)
+    with pytest.raises(NothingToPruneError, match="resizes the channel axis"):
+        compress(model, CompressOptions(ratio=0.3))
+
+
+def test_resize_sizes_that_count_the_channels_are_recounted():
+    model = _conv_op_conv([helper.make_node("Relu", ["c1"], ["r1"]),
+                           helper.make_node("Resize", ["r1", "", "", "i_sizes"], ["m"], mode="nearest", axes=[1, 3, 2])],
+                          {"i_sizes": [4, 16, 16]}, opset=18, out_size=16)
+    result = _same_as_masked(model)
+    sizes = [numpy_helper.to_array(t) for t in result.model.graph.initializer if t.name.startswith("i_sizes")]
+    assert [list(s) for s in sizes] == [[2, 16, 16]]
+
+
+def _nhwc_softmax(axis):
+    return [helper.make_node("Transpose", ["c1"], ["t"], perm=[0, 2, 3, 1]),
+            helper.make_node("Softmax", ["t"], ["s"], axis=axis),
+            helper.make_node("Transpose", ["s"], ["m"], perm=[0, 3, 1, 2])]
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_softmax_before_opset_13_normalises_from_its_axis_on(opset):
+    """Softmax-11 flattens at `axis` (default 1) and normalises over every axis from there:
+    NCHW's C, H and W by default; W and C of NHWC at axis 2. Pruning the channels changed every
+    output (the rule took the default as -1 and only the axis itself as normalised)."""
+    default = _conv_op_conv([helper.make_node("Softmax", ["c1"], ["m"])], {}, opset=opset)
+    with pytest.raises(NothingToPruneError, match="normalises over the channels"):
+        compress(default, CompressOptions(ratio=0.3))
+    with pytest.raises(NothingToPruneError, match="normalises over the channels"):
+        compress(_conv_op_conv(_nhwc_softmax(2), {}, opset=opset), CompressOptions(ratio=0.3))
+    _same_as_masked(_conv_op_conv([helper.make_node("Softmax", ["c1"], ["m"], axis=2)], {}, opset=opset))  # H, W
+
+
+def test_softmax_from_opset_13_normalises_over_its_axis_alone():
+    _same_as_masked(_conv_op_conv(_nhwc_softmax(2), {}, opset=13))  # W of NHWC
+    with pytest.raises(NothingToPruneError, match="normalises over the channels"):
+        compress(_conv_op_conv([helper.make_node("Softmax", ["c1"], ["m"], axis=1)], {}, opset=13),
+                 CompressOptions(ratio=0.3))

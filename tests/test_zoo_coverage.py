@@ -1,6 +1,8 @@
-"""The networks people export, built small by bench/zoo.py: chains found, pruned, skipped."""
+"""The networks people export, built small by bench/zoo.py: chains found, pruned, skipped; and
+the coverage table's own survey (bench/coverage.py) on one of them."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,9 +10,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import chain_coverage  # noqa: E402
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
 import zoo  # noqa: E402
+
+# bench/coverage.py by path: `import coverage` could find coverage.py the package (pytest-cov)
+_spec = importlib.util.spec_from_file_location("bench_coverage", BENCH / "coverage.py")
+bench_coverage = sys.modules["bench_coverage"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_coverage)
 
 from onnx_lbyl import CompressOptions, compress  # noqa: E402
 from onnx_lbyl.graph.chains import find_chains  # noqa: E402
@@ -52,10 +59,29 @@ def test_mobilenet_v2_expand_blocks_are_skipped_with_reasons():
 
 
 def test_keras_style_nhwc_cnn_and_mlp():
-    keras = chain_coverage.keras_style_cnn()
+    keras = bench_coverage.keras_style_cnn()
     result = compress(keras, CompressOptions(ratio=0.3, scope="chains"))
     assert result.report.chains_found == 4
     assert result.report.validation.runtime
-    mlp = compress(chain_coverage.mlp(), CompressOptions(ratio=0.5))
+    mlp = compress(bench_coverage.mlp(), CompressOptions(ratio=0.5))
     assert [(layer.channels_before, layer.channels_after) for layer in mlp.report.layers] == [(300, 150), (100, 50)]
     assert np.isfinite(mlp.report.validation.outputs[0].relative_l2_error)
+
+
+def test_coverage_survey_of_the_keras_style_cnn(tmp_path):
+    entry = bench_coverage.Entry("keras", "numpy", build=bench_coverage.keras_style_cnn)
+    row = bench_coverage.survey(entry, tmp_path, cli=False)
+    assert row["units"] == row["chains"] == row["pruned"] == 4
+    assert row["macs_reduction"] > 0.2 and row["macs_share_prunable"] == 1.0
+    assert row["interface"]["ok"] and row["masked_reference"]["exact"]
+    assert row["left_whole_reasons"] == {"reaches graph output '…'": 1}
+    assert row["flags"] == []
+    assert "| keras |" in bench_coverage.markdown_row(row)
+
+
+def test_coverage_counts_reasons_without_names():
+    kind = bench_coverage.reason_kind
+    assert kind("read by LayerNormalization /0/0.1/LayerNormalization: normalises over the channels") == \
+        "read by LayerNormalization: normalises over the channels"
+    assert kind("Conv weight 'w' is shared with 2 other node(s)") == "Conv weight '…' is shared with N other node(s)"
+    assert kind("combined in Add Add_12 along different axes") == "combined in Add along different axes"

@@ -265,15 +265,44 @@ def pool(node: gs.Node, state: Analysis) -> None:
 
 @rule("Resize", "Upsample")
 def resize(node: gs.Node, state: Analysis) -> None:
+    """Channel-wise when it leaves the channel axis alone: a scale of 1 there, or an explicit size
+    equal to the channel count, which then counts channels (recounted by the rewrite). From
+    opset 18 `axes` says which axes the scales or sizes list; an axis it omits is not resized."""
     spec = state.spec(node.inputs[0])
     if spec is None:
         return
-    sizes = _input(node, 3) if node.op == "Resize" else None
-    if sizes is not None:  # scales must be 1 on the channel axis; explicit sizes count channels
-        if not isinstance(sizes, gs.Constant):
+    if spec.flattened:
+        state.opaque(node, "resizes flattened channels")
+        return
+    axes = [_axis(int(a), spec.rank) for a in node.attrs.get("axes", range(spec.rank))]
+    if spec.axis not in axes:  # scales and sizes leave the channel axis out
+        _pass(node, state, spec)
+        return
+    entry = axes.index(spec.axis)
+    old_style = node.op == "Upsample" or len(node.inputs) == 2  # Upsample-9, Resize-10: (X, scales)
+    scales = _input(node, 1) if old_style else _input(node, 2)
+    sizes = None if old_style else _input(node, 3)
+    if node.op == "Upsample" and scales is None:  # Upsample-7: a scales attribute
+        values = np.asarray(node.attrs.get("scales", []), dtype=np.float64)
+    else:
+        values = None if scales is None else constant(scales)
+        if scales is not None and values is None:
+            state.opaque(node, "its scales are computed")
+            return
+    if values is not None and values.size:
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+        if entry >= flat.size or flat[entry] != 1.0:
+            state.opaque(node, "resizes the channel axis")
+            return
+    if sizes is not None:  # explicit sizes count channels
+        counts = _ints(sizes)
+        if not isinstance(sizes, gs.Constant) or counts is None:
             state.opaque(node, "its sizes are computed")
             return
-        state.use("edit", node, spec.layout, extra=(3, spec.axis, 0, state.spaces.width(spec.layout)))
+        if entry >= len(counts) or counts[entry] != state.spaces.width(spec.layout):
+            state.opaque(node, "resizes the channel axis")
+            return
+        state.use("edit", node, spec.layout, extra=(3, entry, 0, state.spaces.width(spec.layout)))
     _pass(node, state, spec)
 
 
@@ -692,11 +721,14 @@ def reduce(node: gs.Node, state: Analysis) -> None:
 
 @rule("Softmax", "LogSoftmax", "Hardmax")
 def softmax(node: gs.Node, state: Analysis) -> None:
+    """Before opset 13 these ops flatten the input to 2-D at `axis` (default 1) and normalise over
+    every axis from `axis` on; from 13 over `axis` alone (default -1)."""
     spec = state.spec(node.inputs[0])
     if spec is None:
         return
-    axis = _axis(int(node.attrs.get("axis", -1)), spec.rank)
-    if axis == spec.axis or spec.flattened:
+    coerced = int(getattr(state.graph, "opset", None) or 0) < 13
+    axis = _axis(int(node.attrs.get("axis", 1 if coerced else -1)), spec.rank)
+    if spec.flattened or (spec.axis >= axis if coerced else spec.axis == axis):
         state.opaque(node, "normalises over the channels")
         return
     _pass(node, state, spec)
