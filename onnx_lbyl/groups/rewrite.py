@@ -67,12 +67,6 @@ def fold_read(read: Read, channels: int, kept: np.ndarray, removed: np.ndarray,
     tensor.values = np.ascontiguousarray(w.astype(original.dtype))
 
 
-def bias_delta(read: Read, channels: int, removed: np.ndarray, expected_residual: np.ndarray) -> np.ndarray:
-    """delta b[m] = sum_j E[r_j] sum_taps W[m, j, taps], from the weights before folding."""
-    view = read_view(read, channels)
-    return view[:, removed].sum(axis=2) @ expected_residual
-
-
 def add_bias(node: gs.Node, delta: np.ndarray, graph: gs.Graph) -> None:
     """b += delta on a consumer (Conv/ConvTranspose/Gemm bias input; a MatMul's following Add
     constant, or a new Add). A new bias is an unshared initializer of the weight's dtype."""
