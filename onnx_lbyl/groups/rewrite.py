@@ -13,6 +13,7 @@ from collections import defaultdict
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..graph.layers import LayerHandler
 from ..graph.surgery import unique_name
 from .graph import Group, Read
 
@@ -93,13 +94,8 @@ def add_bias(node: gs.Node, delta: np.ndarray, graph: gs.Graph) -> None:
             old = np.full(delta.shape, old.reshape(-1)[0], dtype=old.dtype)
         target.values = np.ascontiguousarray((old.astype(np.float64) + delta.reshape(old.shape)).astype(old.dtype))
         return
-    constant = gs.Constant(unique_name(graph, f"{_weight(node).name}_bias"), np.ascontiguousarray(delta.astype(dtype)))
-    while len(node.inputs) < 2:
-        node.inputs.append(gs.Variable.empty())
-    if len(node.inputs) > 2:
-        node.inputs[2] = constant
-    else:
-        node.inputs.append(constant)
+    # Conv, ConvTranspose and Gemm all keep a bias as input 2: the chain code's generic handler installs it
+    LayerHandler().set_bias(node, delta.astype(dtype), unique_name(graph, f"{_weight(node).name}_bias"))
 
 
 def _following_bias(matmul: gs.Node) -> gs.Constant | None:
