@@ -19,6 +19,7 @@ from .graph.io import PendingWrite, write_atomic
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
+from .validate import DRIFT_WARNING
 from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, SCOPES, ALLOCATIONS, STATISTICS_SOURCES, CompressOptions
 from .paths import ModelFile, check_paths, data_file
 
@@ -57,6 +58,21 @@ def _choices_help(table: dict[str, str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in table.items())
 
 
+def _comma_list(choices: tuple[str, ...] | None = None):
+    """A click callback for repeatable options that also take comma lists (`--exclude a,b` is
+    `--exclude a --exclude b`), checking each item against `choices` when given."""
+
+    def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+        items = tuple(item.strip() for value in values for item in value.split(",") if item.strip())
+        for item in items:
+            if choices is not None and item not in choices:
+                raise click.BadParameter(f"{item!r} is not one of {', '.join(choices)} "
+                                         "(repeat the option or give a comma list)", ctx, param)
+        return items
+
+    return split
+
+
 @cli.command("compress", epilog=EXIT_CODES)
 @click.argument("input_path", metavar="IN.onnx")
 @click.argument("output_path", metavar="OUT.onnx")
@@ -86,18 +102,20 @@ def _choices_help(table: dict[str, str]) -> str:
               help="groups: every channel group the analysis proves safe (residual streams, depthwise "
                    "blocks, squeeze-excitation, Concat/Split, any activation); chains: only "
                    "Conv -> [BN] -> Relu -> Conv chains whose middle nothing else reads (the papers' protocol).")
-@click.option("--layer-ratio", "layer_ratio", metavar="PATTERN=R", multiple=True,
-              help="Ratio R for the layers whose name matches the shell-style PATTERN (repeatable; the last match wins).")
-@click.option("--exclude", metavar="PATTERN", multiple=True,
-              help="Never prune the layers whose name matches PATTERN (repeatable).")
+@click.option("--layer-ratio", "layer_ratio", metavar="PATTERN=R", multiple=True, callback=_comma_list(),
+              help="Ratio R for the layers whose name matches the shell-style PATTERN (repeatable or a comma "
+                   "list; the last match wins).")
+@click.option("--exclude", metavar="PATTERN", multiple=True, callback=_comma_list(),
+              help="Never prune the layers whose name matches PATTERN (repeatable or a comma list).")
 @click.option("--target-macs", type=float, default=None, metavar="F",
               help="Remove this fraction of the model's MACs instead of a fixed --ratio (the smallest uniform ratio that reaches it).")
 @click.option("--allocation", type=click.Choice(ALLOCATIONS), default="error", show_default=True,
               help="How --target-macs is shared out: error (with moments-greedy: channels go where the "
                    "expected output error per MAC saved is lowest) or uniform (one ratio for every layer).")
-@click.option("--allow-approximate", type=click.Choice(sorted(APPROXIMATION_HELP)), multiple=True,
+@click.option("--allow-approximate", metavar="STEP[,STEP]", multiple=True,
+              callback=_comma_list(tuple(sorted(APPROXIMATION_HELP))),
               help="Also prune through steps where the compensation is approximate: "
-                   + _choices_help(APPROXIMATION_HELP) + " (repeatable; reported as approximate).")
+                   + _choices_help(APPROXIMATION_HELP) + " (repeatable or a comma list; reported as approximate).")
 @click.option("--round-to", type=int, default=1, show_default=True, metavar="N",
               help="Round kept channel counts up to a multiple of N; 4 puts every Conv on onnxruntime's fast CPU kernels.")
 @click.option("--input-shape", "input_shape", metavar="NAME:D0,D1,...", multiple=True,
@@ -105,7 +123,12 @@ def _choices_help(table: dict[str, str]) -> str:
                    "validation and MACs run at it. A dynamic batch stays dynamic. Without it such an input "
                    "takes the shape of the --calibration data, else the run is refused.")
 @click.option("--inputs", "inputs_path", metavar="DATA.npz", default=None,
-              help="Validate on these inputs (arrays named like the model's inputs) instead of a random batch.")
+              help="Validate on these inputs (arrays named like the model's inputs). Without it validation "
+                   "runs on the first --calibration samples, else on synthetic natural-looking images "
+                   "(random values for non-image inputs), at the declared or --input-shape shape.")
+@click.option("--max-drift", type=float, default=None, metavar="X",
+              help="Fail (exit 1, nothing written) when an output's relative L2 drift on the validation "
+                   f"batch exceeds X. Without it a drift above {DRIFT_WARNING:g} prints a warning.")
 @click.option("--report", "report_path", metavar="FILE.json", default=None,
               help="Also write the report as JSON to this file.")
 @click.option("--benchmark", is_flag=True,
@@ -116,7 +139,8 @@ def _choices_help(table: dict[str, str]) -> str:
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
                      exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
-                     calibration_fit="activations", scope="groups", input_shape=(), allocation="error") -> None:
+                     calibration_fit="activations", scope="groups", input_shape=(), allocation="error",
+                     max_drift=None) -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 
@@ -136,7 +160,7 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
                               exclude=tuple(exclude), target_macs=target_macs,
                               allow_approximate=tuple(allow_approximate), round_to=round_to,
                               statistics=statistics, calibration_fit=calibration_fit,
-                              scope=scope, allocation=allocation,
+                              scope=scope, allocation=allocation, max_drift=max_drift,
                               input_shapes=tuple(parse_input_shape(text) for text in input_shape)).check()
     check_paths(reads={"input": ModelFile(input_path), "calibration": calibration_path, "inputs": inputs_path},
                 writes={"output": ModelFile(output_path), "--report": report_path})
@@ -144,22 +168,30 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
     if inputs_path is not None and not Path(inputs_path).is_file():
         raise InputError(f"inputs file not found: {inputs_path}")
 
-    def progress(done: int, total: int, layer) -> None:
-        if not quiet:
-            click.echo(f"[{done}/{total}] {layer.name}: {layer.channels_before} -> {layer.channels_after}", err=True)
+    first: list[float] = []  # when the first layer was done: the rate is measured from there
 
-    result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output)
+    def progress(done: int, total: int, layer) -> None:
+        if quiet:
+            return
+        now = time.monotonic()
+        first[:] = first or [now]
+        elapsed = now - first[0]
+        eta = (f", about {_duration(elapsed * (total - done) / (done - 1))} left"
+               if done > 1 and done < total and elapsed >= 2 else "")
+        click.echo(f"[{done}/{total}] {layer.name}: {layer.channels_before} -> {layer.channels_after}{eta}", err=True)
+
+    try:
+        result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output)
+    except LbylError as exc:
+        _write_refusal(report_path, exc)
+        raise
     report = None
     try:
         if benchmark:  # before saving: a failure still leaves no output file
             from .latency import compare_latency
-            from .validate import load_inputs, random_inputs
 
-            feeds = (random_inputs(result.model, options.validation_batch, shapes=result.report.options["input_shapes"])
-                     if inputs_path is None
-                     else load_inputs(inputs_path, result.model))
             pruned = result.model if result.staged is None else result.staged.path  # large: from its file
-            result.report.latency = compare_latency(input_path, pruned, feeds)
+            result.report.latency = compare_latency(input_path, pruned, result.feeds)
         result.report.output = str(output)
         if report_path is not None:  # written before the model is moved into place: a failure leaves neither
             report = PendingWrite(report_path, (result.report.to_json() + "\n").encode())
@@ -176,6 +208,51 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
             report.discard()
     if not quiet:
         click.echo(result.report.summary())
+        for warning in result.report.warnings:
+            click.echo(f"onnx-lbyl: warning: {warning}", err=True)
+
+
+def _write_refusal(report_path: str | None, exc: LbylError) -> None:
+    """A refused or failed run still writes its --report (what was found, why nothing or not
+    enough could be done); a report that cannot be written leaves the original error to say."""
+    report = getattr(exc, "report", None)
+    if report_path is None or report is None:
+        return
+    try:
+        write_atomic(report_path, (report.to_json() + "\n").encode())
+    except (LbylError, OSError):
+        pass
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+@cli.command("inspect", epilog=EXIT_CODES)
+@click.argument("model_path", metavar="MODEL.onnx")
+@click.option("--scope", type=click.Choice(SCOPES), default="groups", show_default=True,
+              help="What to look for, as compress --scope.")
+@click.option("--allow-approximate", metavar="STEP[,STEP]", multiple=True,
+              callback=_comma_list(tuple(sorted(APPROXIMATION_HELP))),
+              help="As compress --allow-approximate (repeatable or a comma list).")
+@click.option("--input-shape", "input_shape", metavar="NAME:D0,D1,...", multiple=True,
+              help="As compress --input-shape: the shape dynamic inputs are costed at (repeatable).")
+@click.option("--json", "json_path", metavar="FILE.json", default=None,
+              help="Also write the findings as JSON (the same fields as compress --report).")
+def inspect_command(model_path, scope, allow_approximate, input_shape, json_path) -> None:
+    """List what compress would find in MODEL.onnx, without pruning or writing a model: every
+    chain and channel group it can prune, everything it leaves whole and why, with the MACs
+    of the layers each one narrows and their share of the model's."""
+    from .graph.input_shapes import parse_input_shape
+    from .pipeline import inspect
+
+    check_paths(reads={"model": ModelFile(model_path)}, writes={"--json": json_path})
+    options = CompressOptions(scope=scope, allow_approximate=tuple(allow_approximate),
+                              input_shapes=tuple(parse_input_shape(text) for text in input_shape))
+    report = inspect(model_path, options)
+    click.echo(report.inspection())
+    if json_path is not None:
+        write_atomic(json_path, (report.to_json() + "\n").encode())
 
 
 @cli.command("eval", epilog=EXIT_CODES)

@@ -89,7 +89,7 @@ def prune_groups(graph: gs.Graph, groups: list[Group], keeps: dict[str, int], me
         decided.append((group, removed))
         reports.append(LayerReport(
             name=group.name,
-            next_layer=_readers(group.reads),
+            next_layer=group_readers(group),
             has_batchnorm=any(p.node.op == "BatchNormalization" for p in group.params),
             channels_before=group.channels,
             channels_after=int(kept.size),
@@ -133,8 +133,9 @@ def _by_producer_norm(group: Group, keep: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:keep]), np.sort(order[keep:])
 
 
-def _readers(reads: list[Read]) -> str:
-    names = list(dict.fromkeys(label(r.node) for r in reads))
+def group_readers(group: Group) -> str:
+    """The layers that read a group, for the report."""
+    names = list(dict.fromkeys(label(r.node) for r in group.reads))
     return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more)"
 
 

@@ -50,7 +50,11 @@ class CompressOptions:
     statistics: where the statistical methods get pre-activation statistics: "batchnorm"
         (the BN node's gamma/beta), "probe" (the unpruned model run on synthetic images it
         picks itself, onnx_lbyl.synthetic), "auto" (BN where the chain has one, else probe).
-    validation_batch: rows of the random validation batch when the batch axis is dynamic.
+    validation_batch: rows of the validation batch when the batch axis is dynamic; None: as many
+        as sources.validation_feeds fits in a bounded size (8 to 64 samples).
+    max_drift: if set, the largest relative L2 drift of an output on the validation batch that is
+        accepted; above it the run fails (ValidationError, exit 1) and nothing is written. Without
+        it, a drift above validate.DRIFT_WARNING only adds a warning to the report.
     layer_ratios: (pattern, ratio) pairs overriding `ratio` for chains whose name matches the
         shell-style pattern; the last match wins.
     exclude: patterns of chain names never pruned.
@@ -88,7 +92,8 @@ class CompressOptions:
     seed: int = 0
     lambda1: float = DEFAULT_LAMBDAS.lambda1
     lambda2: float = DEFAULT_LAMBDAS.lambda2
-    validation_batch: int = 8
+    validation_batch: int | None = None
+    max_drift: float | None = None
     statistics: str = "auto"
     layer_ratios: tuple[tuple[str, float], ...] = ()
     exclude: tuple[str, ...] = ()
@@ -135,8 +140,12 @@ class CompressOptions:
             raise InputError(f"calibration file not found: {self.calibration}")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise InputError(f"round-to must be a whole number >= 1, got {self.round_to!r}")
-        if self.validation_batch < 1:
-            raise InputError(f"validation batch must be at least 1, got {self.validation_batch}")
+        if self.validation_batch is not None and (not isinstance(self.validation_batch, int)
+                                                  or self.validation_batch < 1):
+            raise InputError(f"validation batch must be a whole number >= 1, got {self.validation_batch!r}")
+        if self.max_drift is not None and not (isinstance(self.max_drift, (int, float))
+                                               and math.isfinite(self.max_drift) and self.max_drift >= 0):
+            raise InputError(f"max-drift must be a finite number >= 0, got {self.max_drift!r}")
         shapes = normalise_input_shapes(self.input_shapes)  # the model checks them (pipeline)
         return self if shapes == self.input_shapes else replace(self, input_shapes=shapes)
 

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from fnmatch import fnmatchcase
 from pathlib import Path
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -19,12 +19,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import __version__
-from .errors import NothingToPruneError, first_line, InputError
+from .errors import InputError, LbylError, NothingToPruneError, first_line
 from .canonical import canonicalise
 from .graph.chains import Chain, Skipped, find_chains, node_label
 from .graph.cost import model_cost, node_macs, target_node_macs
 from .graph.input_shapes import resolve_input_shapes
-from .graph.unsupported import refuse_unsupported, subgraph_layers
+from .graph.unsupported import refuse_quantized, refuse_unsupported, subgraph_layers
 from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
 from .graph.external import Scratch, StagedModel, is_large, without_weights
@@ -46,14 +46,15 @@ from .numerics.lambda_choice import choose_lbyl_lambdas
 from .numerics.selection import select_channels
 from .numerics.statistics import bias_correction, residual_mean
 from .options import STATISTICAL_METHODS, CompressOptions
-from .group_pruning import GROUP_METHODS, group_curve, group_shape, measure, prune_groups
+from .group_pruning import GROUP_METHODS, group_curve, group_readers, group_shape, measure, prune_groups
 from .groups import Group, analyse
 from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
-from .report import CompressionReport, LayerReport, SkippedReport
+from .report import CandidateReport, CompressionReport, LayerReport, SkippedReport
 from .sources import (GROUP_PROBE_IMAGES, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
+                      validation_feeds,
                       probe_chains, synthetic_feeds)
-from .validate import load_inputs, random_inputs, validate
+from .validate import check_drift, load_inputs, validate
 
 Progress = Callable[[int, int, LayerReport], None]
 PATTERN = (
@@ -67,11 +68,13 @@ class CompressionResult:
     """The pruned model and its report.
 
     `staged` is set for a large model compressed with an `output`: the validated files,
-    waiting beside the output; `save` moves them into place, `discard` removes them."""
+    waiting beside the output; `save` moves them into place, `discard` removes them.
+    `feeds` is the batch it was validated on (the CLI's --benchmark times both models on it)."""
 
     model: onnx.ModelProto
     report: CompressionReport
     staged: StagedModel | None = None
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, output: str | os.PathLike) -> None:
         """Write the model to `output` atomically (OUT.onnx + OUT.onnx.data when large)."""
@@ -114,21 +117,40 @@ def compress(
         scratch.close()
 
 
-def _compress(model, options: CompressOptions, inputs, progress: Progress | None,
-              output: str | os.PathLike | None, scratch: Scratch) -> CompressionResult:
-    started = time.perf_counter()
-    source = None
-    if isinstance(model, (str, os.PathLike)):
-        source = str(model)
-        model = load_model(model)
-    else:
-        check_input_model(model)
-    refuse_unsupported(model)  # quantized, or every layer inside an If/Loop/Scan body
+@dataclass
+class Analysis:
+    """What the graph pass found in a model before any channel is chosen: the canonical model
+    and its graph, the chains and groups that can be pruned, everything left whole with its
+    reason, and the MACs each of them narrows. `compress` goes on from here; `inspect` (the
+    CLI's `inspect` command) only reports it."""
+
+    user_model: onnx.ModelProto  # as given: validated and costed against
+    model: onnx.ModelProto  # its canonical copy: pruned
+    canonicalised: list[str]
+    graph: gs.Graph
+    chains: list[Chain]
+    groups: list[Group]
+    skipped: list[Skipped]
+    unit_macs: dict[str, int | None]
+    options: CompressOptions  # with the input shapes resolved
+
+    def candidates(self) -> list[CandidateReport]:
+        """Every chain and group that can go, for the report."""
+        found = [CandidateReport(c.name, "chain", HANDLERS[c.producer.op].out_channels(c.producer),
+                                 node_label(c.consumer), 1, self.unit_macs.get(c.name)) for c in self.chains]
+        found += [CandidateReport(g.name, "group", g.channels, group_readers(g), len(g.producers),
+                                  self.unit_macs.get(g.name)) for g in self.groups]
+        return found
+
+
+def analyse_model(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
+    """Refuse what cannot be pruned at all (quantized models, dynamic shapes nothing states),
+    canonicalise, and find the chains and channel groups (onnx_lbyl.groups) of `model`."""
+    refuse_quantized(model)
     options = replace(options, input_shapes=resolve_input_shapes(model, options.input_shapes, options.calibration))
     user_model, canonical_log = model, []
     if not is_large(model):  # a model over 2 GB is taken as it is (canonicalise copies it whole)
         model, canonical_log = canonicalise(model)
-
     graph = gs.import_onnx(model)
     chains, skipped = find_chains(graph, {i.name for i in model.graph.input}, frozenset(options.allow_approximate))
     groups: list[Group] = []
@@ -138,13 +160,75 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
         groups, skipped, skipped_shapes = _groups_beyond_chains(analyse(graph), chains, options.method)
     skipped += [Skipped(layer, f"inside {where}, a body the analysis does not enter")
                 for layer, where in subgraph_layers(model)]
+    unit_macs = _unit_macs(model, options, [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups],
+                           skipped_shapes)
+    return Analysis(user_model, model, canonical_log, graph, chains, groups, skipped, unit_macs, options)
+
+
+def inspect(model: onnx.ModelProto | str | os.PathLike, options: CompressOptions | None = None) -> CompressionReport:
+    """What `compress` would find in `model`, without pruning anything: every candidate chain
+    or group and everything left whole with its reason, with their MACs (the CLI's `inspect`)."""
+    options = (options or CompressOptions()).check()
+    started = time.perf_counter()
+    source = str(model) if isinstance(model, (str, os.PathLike)) else None
+    if source is not None:
+        model = load_model(model)
+    else:
+        check_input_model(model)
+    report = CompressionReport(tool_version=__version__, options=options.to_dict(), input=source, outcome="inspected")
+    found = analyse_model(model, options)
+    _describe_analysis(report, found)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _describe_analysis(report: CompressionReport, found: Analysis) -> None:
+    """Fill in what the analysis knows: a refusal's report says at least this much."""
+    report.options = found.options.to_dict()
+    report.canonicalised = found.canonicalised
+    report.candidates = found.candidates()
+    report.skipped = [SkippedReport(s.node, s.reason, found.unit_macs.get(s.node)) for s in found.skipped]
+    cost = model_cost(found.user_model, found.options.input_shapes)
+    report.parameters_before, report.macs_before = cost.parameters, cost.macs
+
+
+def _compress(model, options: CompressOptions, inputs, progress: Progress | None,
+              output: str | os.PathLike | None, scratch: Scratch) -> CompressionResult:
+    """`compress`, with a report that grows stage by stage: a run refused or failed on the
+    way hands what it knew to the error (LbylError.report), for the CLI's --report."""
+    started = time.perf_counter()
+    source = str(model) if isinstance(model, (str, os.PathLike)) else None
+    report = CompressionReport(tool_version=__version__, options=options.to_dict(), input=source)
+    try:
+        return _compress_stages(model, options, inputs, progress, output, scratch, report)
+    except LbylError as exc:
+        report.outcome = "failed validation" if exc.exit_code == 1 else "refused"
+        report.error = str(exc)
+        exc.report = report
+        raise
+    finally:
+        report.seconds = round(time.perf_counter() - started, 3)
+
+
+def _compress_stages(model, options: CompressOptions, inputs, progress: Progress | None,
+                     output: str | os.PathLike | None, scratch: Scratch, report: CompressionReport
+                     ) -> CompressionResult:
+    source = report.input
+    if source is not None:
+        model = load_model(model)
+    else:
+        check_input_model(model)
+    found = analyse_model(model, options)
+    _describe_analysis(report, found)
+    options, model, graph, chains, groups = found.options, found.model, found.graph, found.chains, found.groups
+    refuse_unsupported(model)  # every layer inside an If/Loop/Scan body: says so, not "nothing found"
     if not chains and not groups:
-        raise NothingToPruneError(_nothing_found(skipped, options.scope))
+        raise NothingToPruneError(_nothing_found(found.skipped, options.scope))
     rng = np.random.default_rng(options.seed)
     probed = probe_chains(model, chains, options, scratch)
     group_stats = _group_statistics(model, groups, options, scratch)
-    keeps, plan = _kept_per_unit(model, chains, groups, options, probed, group_stats)
-    layers = []
+    keeps, report.plan = _kept_per_unit(model, chains, groups, options, probed, group_stats)
+    layers = report.layers
     total = len(chains) + len(groups)
     for index, chain in enumerate(chains, start=1):
         layers.append(_prune_chain(chain, keeps[chain.name], options, rng, graph, probed.get(chain.name)))
@@ -157,28 +241,29 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
             layers.append(layer)
             if progress is not None:
                 progress(index, total, layer)
-
-    unit_macs = _unit_macs(model, options, [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups],
-                           skipped_shapes)
     for layer in layers:
-        layer.macs = unit_macs.get(layer.name)
+        layer.macs = found.unit_macs.get(layer.name)
     pruned = _export(graph, model, options)
-    del graph, chains, groups  # they hold the edited weights, now copied into `pruned`
-    model = user_model  # validated and costed against what the user gave, not its canonical copy
+    model = found.user_model  # validated and costed against what the user gave, not its canonical copy
+    del graph, chains, groups, found  # they hold the edited weights, now copied into `pruned`
     original_path = None
     if is_large(model):
         # onnxruntime reads the original from a file; the weights we hold can go, if ours
         original_path = source if source is not None else scratch.original(model)
         if source is not None:
             model = without_weights(model)
-    feeds, label = _validation_batch(model, inputs, options)
+    feeds, label = _validation_batch(model, inputs, options, scratch)
     nothing_removed = not any(layer.removed for layer in layers)
     staged = None
     if is_large(pruned):
         staged = StagedModel(pruned, output if output is not None else scratch.folder / "pruned.onnx")
     try:
-        validation = validate(model, pruned, feeds, label, expect_identical=nothing_removed,
-                              original_path=original_path, pruned_path=None if staged is None else staged.path)
+        report.validation = validate(model, pruned, feeds, label, expect_identical=nothing_removed,
+                                     original_path=original_path,
+                                     pruned_path=None if staged is None else staged.path)
+        after = model_cost(pruned, options.input_shapes)
+        report.parameters_after, report.macs_after = after.parameters, after.macs
+        report.warnings += check_drift(report.validation, options.max_drift)
     except BaseException:
         if staged is not None:
             staged.discard()
@@ -186,24 +271,8 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     if output is None and staged is not None:
         staged.discard()
         staged = None
-
-    before, after = model_cost(model, options.input_shapes), model_cost(pruned, options.input_shapes)
-    report = CompressionReport(
-        tool_version=__version__,
-        options=options.to_dict(),
-        input=source,
-        layers=layers,
-        skipped=[SkippedReport(s.node, s.reason, unit_macs.get(s.node)) for s in skipped],
-        parameters_before=before.parameters,
-        parameters_after=after.parameters,
-        macs_before=before.macs,
-        macs_after=after.macs,
-        validation=validation,
-        canonicalised=canonical_log,
-        plan=plan,
-    )
-    report.seconds = round(time.perf_counter() - started, 3)
-    return CompressionResult(pruned, report, staged)
+    report.outcome = "pruned"
+    return CompressionResult(pruned, report, staged, feeds)
 
 
 def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: str
@@ -416,9 +485,15 @@ def _export(graph: gs.Graph, template: onnx.ModelProto, options: CompressOptions
         return model  # strict inference in validation says what is wrong
 
 
-def _validation_batch(model, inputs, options: CompressOptions) -> tuple[dict[str, np.ndarray], str]:
-    if inputs is None:
-        return random_inputs(model, options.validation_batch, shapes=options.input_shapes), "random"
+def _validation_batch(model: onnx.ModelProto, inputs, options: CompressOptions, scratch: Scratch
+                      ) -> tuple[dict[str, np.ndarray], str]:
+    """The batch both models run on for validation, and what it is, for the summary: the user's
+    --inputs, else the first rows of the calibration data, else synthetic natural-looking images
+    through the model's preprocessing (sources.validation_feeds); always at the stated or
+    declared shapes, never at 1x1 spatial dimensions (graph.input_shapes refuses to guess)."""
     if isinstance(inputs, dict):
         return inputs, "given"
-    return load_inputs(inputs, model), os.path.basename(str(inputs))
+    if inputs is not None:
+        return load_inputs(inputs, model), os.path.basename(str(inputs))
+    return validation_feeds(model, options.seed, options.calibration, options.validation_batch,
+                            options.input_shapes)

@@ -27,6 +27,18 @@ class LayerReport:
 
 
 @dataclass
+class CandidateReport:
+    """A chain or group the analysis found prunable (before any channel is chosen)."""
+
+    name: str
+    kind: str  # "chain" or "group"
+    channels: int
+    read_by: str
+    producers: int = 1
+    macs: int | None = None  # MACs/sample of the layers whose channels it narrows
+
+
+@dataclass
 class SkippedReport:
     name: str
     reason: str
@@ -50,6 +62,10 @@ class CompressionReport:
     latency: LatencyComparison | None = None  # only when asked for (CLI --benchmark)
     canonicalised: list[str] = field(default_factory=list)  # what canonical.canonicalise changed first
     plan: str = ""  # what set the kept counts: the ratio, or the MACs target and the ratio it led to
+    outcome: str = "pruned"  # "pruned", "refused" (exit 2), "failed validation" (exit 1) or "inspected"
+    error: str | None = None  # the one-line message of a refusal or failure
+    candidates: list[CandidateReport] = field(default_factory=list)  # what the analysis found prunable
+    warnings: list[str] = field(default_factory=list)  # also printed on stderr (e.g. a large output drift)
 
     @property
     def chains_found(self) -> int:
@@ -109,6 +125,7 @@ class CompressionReport:
             v = self.validation
             lines.append(
                 f"validation: checker ok, shape inference ok, onnxruntime ok on {v.batch} {v.inputs} sample(s)"
+                f" ({_batch_shapes(v.shapes)})"
             )
             for out in v.outputs:
                 agree = "" if out.top1_agreement is None else f", top-1 agreement {100 * out.top1_agreement:.1f}%"
@@ -118,6 +135,43 @@ class CompressionReport:
         if self.output:
             lines.append(f"written: {self.output}")
         return "\n".join(lines)
+
+    def inspection(self) -> str:
+        """What the analysis found, layer by layer (the `inspect` command): every candidate
+        and everything left whole, each with its MACs and their share of the model's."""
+        lines = [f"onnx-lbyl {self.tool_version}: inspect {self.input or 'model'} (scope {self.options['scope']})",
+                 f"parameters: {_count(self.parameters_before)}; "
+                 f"MACs/sample: {_count(self.macs_before)}"
+                 + (f" at {_batch_shapes(dict(self.options['input_shapes']))}" if self.options.get("input_shapes") else "")]
+        if self.canonicalised:
+            lines.append("canonicalised first: " + "; ".join(self.canonicalised))
+        chains = sum(1 for c in self.candidates if c.kind == "chain")
+        lines.append(f"prunable: {len(self.candidates)} ({chains} chains, {len(self.candidates) - chains} groups)")
+        rows = [(c.name, c.kind, str(c.channels), _short(c.macs), self._share(c.macs), c.read_by) for c in self.candidates]
+        lines += _table(("layer", "kind", "channels", "MACs", "share", "read by"), rows)
+        lines.append(f"left whole: {len(self.skipped)}")
+        lines += _table(("layer", "MACs", "share", "reason"),
+                        [(s.name, _short(s.macs), self._share(s.macs), s.reason) for s in self.skipped])
+        return "\n".join(lines)
+
+    def _share(self, macs: int | None) -> str:
+        """`macs` as a share of the model's MACs; '?' when either is unknown."""
+        if macs is None or not self.macs_before:
+            return "?"
+        return f"{100 * macs / self.macs_before:.1f}%"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Indented, left-aligned columns (the last one unpadded)."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
+    return ["  " + "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+            for row in (header, *rows)]
+
+
+def _batch_shapes(shapes: dict) -> str:
+    return ", ".join(f"{name}: {'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
 
 
 def _short(value: int | None) -> str:

@@ -21,6 +21,7 @@ from .numerics.folding import ChannelLayer
 from .numerics.statistics import GaussianMoments, moments_from_batchnorm, relu_covariance, relu_mean
 from .options import STATISTICAL_METHODS, CompressOptions
 from .synthetic import recognised_rows, synthetic_images, synthetic_pool
+from .graph.input_shapes import declared_dims, shaped_inputs
 from .validate import model_inputs, random_inputs
 
 
@@ -38,6 +39,11 @@ PROBE_MAX_VALUES = 1 << 21
 # shrinkage (graph.probe). Chosen on the development models; bench/results/design_checks.md.
 GROUP_PROBE_IMAGES = 128
 GROUP_PROBE_MAX_VALUES = 1 << 25
+# The validation batch (pipeline): between 8 and 64 samples, as many as fit in this many numbers
+# per input (64 CIFAR images, 13 ImageNet ones), so a classifier's top-1 agreement is measured on
+# more than a handful of samples while large inputs stay cheap to run twice.
+VALIDATION_ROWS = (8, 64)
+VALIDATION_MAX_VALUES = 1 << 21
 
 
 def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressOptions,
@@ -88,6 +94,36 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None =
     scores = classifier_scores(model, {name: pool}, scratch=scratch)
     picked = rng.permutation(pool.shape[0])[:count] if scores is None else recognised_rows(scores, count)
     return {name: np.ascontiguousarray(pool[np.sort(picked)])}
+
+
+def validation_feeds(model: onnx.ModelProto, seed: int, calibration=None, rows: int | None = None,
+                     shapes=()) -> tuple[dict[str, np.ndarray], str]:
+    """The validation batch when the user gives no --inputs, and what it is ("calibration",
+    "synthetic image" or "random"): the first rows of the calibration data when there is some;
+    else natural-looking synthetic images (synthetic.synthetic_pool, cheap: no model run) through
+    the model's declared preprocessing for its 4-D float input, seeded random values for any
+    other input. `rows` samples when the batch axis is dynamic (None: VALIDATION_ROWS bounds,
+    VALIDATION_MAX_VALUES); a fixed batch axis keeps its size."""
+    infos = shaped_inputs(model, shapes)
+    fixed = {i.name: (declared_dims(i) or [None])[0] for i in infos}
+    per_row = max((int(np.prod([d or 1 for d in (declared_dims(i) or [1])[1:]])) for i in infos), default=1)
+    low, high = VALIDATION_ROWS
+    wanted = rows if rows is not None else max(low, min(high, VALIDATION_MAX_VALUES // max(per_row, 1)))
+    if calibration is not None:
+        feeds = calibration_feeds(model, calibration)
+        count = min(len(v) for v in feeds.values())
+        batch = next((b for b in fixed.values() if b is not None), None)
+        take = min(count, wanted) if batch is None else batch
+        if count >= take:
+            return {name: np.ascontiguousarray(value[:take]) for name, value in feeds.items()}, "calibration"
+    feeds = random_inputs(model, wanted, seed=seed, shapes=shapes)
+    rng = np.random.default_rng(seed)
+    images = [name for name, value in feeds.items() if value.ndim == 4 and np.issubdtype(value.dtype, np.floating)]
+    for name in images:
+        pixels = synthetic_pool(feeds[name].shape, rng)
+        feeds[name] = (_to_model_input(model, pixels, feeds[name].dtype) if len(feeds) == 1
+                       else synthetic_images(feeds[name].shape, rng).astype(feeds[name].dtype))
+    return feeds, "synthetic image" if images else "random"
 
 
 def _to_model_input(model: onnx.ModelProto, pixels: np.ndarray, dtype) -> np.ndarray:

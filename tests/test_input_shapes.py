@@ -125,7 +125,7 @@ def test_with_a_shape_it_runs_there_and_counts_macs_at_it(model_path, tmp_path, 
     data = json.loads(report.read_text())
     assert data["macs_before"] == MACS
     assert data["macs_after"] == 3 * H * W * 27 + 4 * H * W * 27  # conv1 keeps 3 of 6 channels
-    assert data["validation"]["shapes"] == {"x": [8, 3, H, W]}  # the dynamic batch stays the validation's
+    assert data["validation"]["shapes"] == {"x": [64, 3, H, W]}  # the dynamic batch takes 64 synthetic images
     assert data["options"]["input_shapes"] == [["x", [1, 3, H, W]]]
     pruned = onnx.load(str(out))  # the written model keeps its dynamic input
     dims = pruned.graph.input[0].type.tensor_type.shape.dim
@@ -164,7 +164,7 @@ def test_the_shape_comes_from_calibration_data(tmp_path):
     data = np.random.default_rng(1).random((6, 3, H, W)).astype(np.float32)
     result = compress(dynamic_model(), CompressOptions(calibration={"x": data}))
     assert result.report.options["input_shapes"] == (("x", (1, 3, H, W)),)
-    assert result.report.validation.shapes == {"x": [8, 3, H, W]}
+    assert result.report.validation.shapes == {"x": [6, 3, H, W]}  # validated on the calibration samples
     assert result.report.macs_before == MACS
     path = tmp_path / "calibration.npz"
     np.savez(path, images=(data * 255).astype(np.uint8))  # read from its header only

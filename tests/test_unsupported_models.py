@@ -84,10 +84,15 @@ def _body(name: str, prefix: str, inits=()) -> onnx.GraphProto:
     return helper.make_graph(nodes, name, [], [out], list(inits))
 
 
-def if_model(outer_chain: bool = False) -> onnx.ModelProto:
+def if_model(outer_chain: bool = False, dynamic_condition: bool = False) -> onnx.ModelProto:
     """x -> [Conv -> Relu -> Conv, if outer_chain] -> t -> If 'branch' (both branches: Conv ->
-    Relu -> Conv) -> y. The condition is a constant."""
-    inits = [_f32("bw1", (5, 4 if outer_chain else 3, 3, 3)), _f32("bw2", (4, 5, 3, 3)), _const("cond", True, np.bool_)]
+    Relu -> Conv) -> y. The condition is a constant, or with dynamic_condition a graph input."""
+    inits = [_f32("bw1", (5, 4 if outer_chain else 3, 3, 3)), _f32("bw2", (4, 5, 3, 3))]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])]
+    if dynamic_condition:
+        inputs.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    else:
+        inits.append(_const("cond", True, np.bool_))
     nodes = []
     if outer_chain:
         inits += [_f32("w1", (6, 3, 3, 3)), _f32("w2", (4, 6, 3, 3))]
@@ -100,7 +105,7 @@ def if_model(outer_chain: bool = False) -> onnx.ModelProto:
         nodes.append(helper.make_node("Identity", ["x"], ["t"]))
     nodes.append(helper.make_node("If", ["cond"], ["y"], name="branch",
                                   then_branch=_body("then", "then_"), else_branch=_body("else", "else_")))
-    return _model(nodes, inits)
+    return _model(nodes, inits, inputs)
 
 
 def _refused(model: onnx.ModelProto, tmp_path, capsys) -> str:
@@ -134,12 +139,12 @@ def test_quantized_operators_inside_subgraphs_count_too():
 
 
 def test_layers_only_inside_an_if_are_refused_naming_it(tmp_path, capsys):
-    err = _refused(if_model(), tmp_path, capsys)
+    err = _refused(if_model(dynamic_condition=True), tmp_path, capsys)
     assert "no prunable layers outside control flow" in err
     assert "4 Conv/Gemm/MatMul layer(s) are inside If 'branch', whose bodies onnx-lbyl does not prune" in err
     assert "'else_conv1' in If 'branch' (else_branch)" in err
     with pytest.raises(NothingToPruneError, match="If 'branch'"):
-        compress(if_model(), CompressOptions())
+        compress(if_model(dynamic_condition=True), CompressOptions())
 
 
 def test_subgraph_layers_lists_each_with_its_holder():
