@@ -7,9 +7,13 @@ input.
 
 
 class LbylError(Exception):
-    """Base of every error the tool reports as a one-line message."""
+    """Base of every error the tool reports as a one-line message.
+
+    `report` is the CompressionReport of the run so far, once the model was read (the pipeline
+    sets it), so a refusal or a failed validation can still be written out with --report."""
 
     exit_code = 1
+    report = None
 
 
 class InputError(LbylError):
