@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from ..errors import InputError
+from .unsupported import subgraph_layers
 from .input_shapes import InputShapes
 from .shapes import inferred_value_info
 
@@ -35,11 +36,13 @@ class ModelCost:
 
 def model_cost(model: onnx.ModelProto, input_shapes: InputShapes = ()) -> ModelCost:
     """Parameters (elements of the initializers and Constant nodes) and per-sample MACs of
-    Conv, Gemm and MatMul, at `input_shapes` (CompressOptions.input_shapes)."""
+    Conv, Gemm and MatMul, at `input_shapes` (CompressOptions.input_shapes). Layers inside
+    If/Loop/Scan bodies make the MACs unknown: which branch runs, or how often, is data."""
     parameters = int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
     parameters += int(sum(int(np.prod(dims)) for dims in _constant_shapes(model).values()))
     macs = node_macs(model, input_shapes)
     unknown = tuple(name for name, value in macs.items() if value is None)
+    unknown += tuple(layer for layer, _where in subgraph_layers(model))
     return ModelCost(parameters, None if unknown else sum(macs.values()), unknown)
 
 
