@@ -181,7 +181,8 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
         click.echo(f"[{done}/{total}] {layer.name}: {layer.channels_before} -> {layer.channels_after}{eta}", err=True)
 
     try:
-        result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output)
+        result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output,
+                          stage=None if quiet else lambda text: click.echo(f"[{text}]", err=True))
     except LbylError as exc:
         _write_refusal(report_path, exc)
         raise

@@ -98,6 +98,7 @@ def compress(
     inputs: str | os.PathLike | dict[str, np.ndarray] | None = None,
     progress: Progress | None = None,
     output: str | os.PathLike | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> CompressionResult:
     """Prune and restore `model` (a ModelProto or a path) and return the validated result.
 
@@ -112,7 +113,8 @@ def compress(
     """
     scratch = Scratch(None if output is None else Path(output).parent)
     try:
-        return _compress(model, (options or CompressOptions()).check(), inputs, progress, output, scratch)
+        return _compress(model, (options or CompressOptions()).check(), inputs, progress, output, scratch,
+                         stage or (lambda text: None))
     finally:
         scratch.close()
 
@@ -193,14 +195,14 @@ def _describe_analysis(report: CompressionReport, found: Analysis) -> None:
 
 
 def _compress(model, options: CompressOptions, inputs, progress: Progress | None,
-              output: str | os.PathLike | None, scratch: Scratch) -> CompressionResult:
+              output: str | os.PathLike | None, scratch: Scratch, stage: Callable[[str], None]) -> CompressionResult:
     """`compress`, with a report that grows stage by stage: a run refused or failed on the
     way hands what it knew to the error (LbylError.report), for the CLI's --report."""
     started = time.perf_counter()
     source = str(model) if isinstance(model, (str, os.PathLike)) else None
     report = CompressionReport(tool_version=__version__, options=options.to_dict(), input=source)
     try:
-        return _compress_stages(model, options, inputs, progress, output, scratch, report)
+        return _compress_stages(model, options, inputs, progress, output, scratch, report, stage)
     except LbylError as exc:
         report.outcome = "failed validation" if exc.exit_code == 1 else "refused"
         report.error = str(exc)
@@ -211,20 +213,21 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
 
 
 def _compress_stages(model, options: CompressOptions, inputs, progress: Progress | None,
-                     output: str | os.PathLike | None, scratch: Scratch, report: CompressionReport
-                     ) -> CompressionResult:
+                     output: str | os.PathLike | None, scratch: Scratch, report: CompressionReport,
+                     stage: Callable[[str], None]) -> CompressionResult:
     source = report.input
     if source is not None:
         model = load_model(model)
     else:
         check_input_model(model)
-    found = analyse_model(model, options)
+    found = analyse_model(model, options)  # no stage line before it: its refusals stay one line
     _describe_analysis(report, found)
     options, model, graph, chains, groups = found.options, found.model, found.graph, found.chains, found.groups
     refuse_unsupported(model)  # every layer inside an If/Loop/Scan body: says so, not "nothing found"
     if not chains and not groups:
         raise NothingToPruneError(_nothing_found(found.skipped, options.scope))
     rng = np.random.default_rng(options.seed)
+    stage(f"measuring activation statistics ({'calibration data' if options.calibration is not None else 'data-free'})")
     probed = probe_chains(model, chains, options, scratch)
     group_stats = _group_statistics(model, groups, options, scratch)
     keeps, report.plan = _kept_per_unit(model, chains, groups, options, probed, group_stats)
@@ -253,6 +256,7 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
         if source is not None:
             model = without_weights(model)
     feeds, label = _validation_batch(model, inputs, options, scratch)
+    stage(f"validating on {next(iter(feeds.values())).shape[0] if feeds else 0} {label} sample(s)")
     nothing_removed = not any(layer.removed for layer in layers)
     staged = None
     if is_large(pruned):
