@@ -94,8 +94,9 @@ def synthetic_pool(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarr
     n = shape[0]
     kinds = 1 + len(DEAD_LEAVES_ALPHAS)
     counts = [n // kinds] * (kinds - 1) + [n - (kinds - 1) * (n // kinds)]
-    parts = [gaussian_pixels((counts[0],) + tuple(shape[1:]), rng)]
-    parts += [dead_leaves((k,) + tuple(shape[1:]), rng, alpha) for k, alpha in zip(counts[1:], DEAD_LEAVES_ALPHAS)]
+    parts = [gaussian_pixels((counts[0],) + tuple(shape[1:]), rng)] if counts[0] else []
+    parts += [dead_leaves((k,) + tuple(shape[1:]), rng, alpha) for k, alpha in zip(counts[1:], DEAD_LEAVES_ALPHAS)
+              if k]  # fewer than `kinds` images (a fixed batch of 1): the last kinds only
     return np.concatenate(parts)
 
 
