@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": 0.0,
     }
     settings = [(c, m, r) for c in args.criteria for m in args.methods for r in args.ratios]
-    tasks = [Task(str(path), str(data_path), None) for path, _, data_path in models]  # unpruned first
+    # unpruned first; --only takes the unpruned scores from the JSON it merges into (the file is
+    # checked by its sha256), so its rows carry no agreement_with_unpruned
+    tasks = [] if args.only else [Task(str(path), str(data_path), None) for path, _, data_path in models]
     tasks += [Task(str(path), str(data_path), setting, args.seed) for path, _, data_path in models for setting in settings]
     outcomes: dict[Task, dict] = {}
     for done, (task, outcome) in enumerate(run_tasks(tasks, args), start=1):
@@ -399,14 +401,16 @@ def merge_into(existing: dict, new: dict) -> dict:
         if model["name"] not in fresh:
             continue
         got = fresh[model["name"]]
-        if got["sha256"] != model["sha256"] or abs(got["unpruned"]["top1"] - model["unpruned"]["top1"]) > 1e-12:
-            sys.exit(f"accuracy.py: {model['name']} is not the file (or score) {existing.get('created')} measured")
+        if got["sha256"] != model["sha256"]:
+            sys.exit(f"accuracy.py: {model['name']} is not the file {existing.get('created')} measured")
         model["results"] = [r for r in model["results"] if r["method"] not in methods] + got["results"]
     existing["peer_protocol"] = new["peer_protocol"]
     existing["options"]["methods"] = [m for m in existing["options"]["methods"] if m not in methods] + methods
-    existing["merged"] = [r for r in existing.get("merged", []) if r["methods"] != methods] + [
-        {"methods": methods, "created": new["created"], "git": new["git"], "machine": new["machine"],
-         "seconds": new["seconds"], "cpu_seconds": new["cpu_seconds"]}]
+    names = sorted(fresh)
+    existing["merged"] = [r for r in existing.get("merged", []) if r["methods"] != methods
+                          or not set(r.get("models", [])) <= set(names)] + [
+        {"methods": methods, "models": names, "created": new["created"], "git": new["git"],
+         "machine": new["machine"], "seconds": new["seconds"], "cpu_seconds": new["cpu_seconds"]}]
     return existing
 
 
@@ -442,7 +446,10 @@ def describe(task: Task, outcome: dict) -> str:
 def model_record(path: Path, dataset: str, data_path: Path, settings, outcomes: dict[Task, dict]) -> dict:
     """The JSON entry of one model: its unpruned score, then one result per setting."""
     props = {p.key: p.value for p in _model(str(path)).metadata_props}
-    base = outcomes[Task(str(path), str(data_path), None)]
+    base = outcomes.get(Task(str(path), str(data_path), None))
+    if base is None:  # --only: the unpruned model's record stays the merged JSON's
+        base = {"count": None, "preprocess": None, "top1": None, "top5": None, "parameters": None, "macs": None,
+                "eval_seconds": None, "predictions": None}
     record = {
         "name": path.stem,
         "file": path.name,
@@ -465,7 +472,8 @@ def model_record(path: Path, dataset: str, data_path: Path, settings, outcomes: 
             break
         entry = {"method": method, "criterion": criterion, "ratio": ratio, "top1": outcome["top1"],
                  "top5": outcome["top5"],
-                 "agreement_with_unpruned": float(np.mean(outcome["predictions"] == base["predictions"]))}
+                 "agreement_with_unpruned": None if base["predictions"] is None else
+                 float(np.mean(outcome["predictions"] == base["predictions"]))}
         entry.update({k: v for k, v in outcome.items() if k not in entry and k not in ("predictions", "count",
                                                                                         "preprocess")})
         record["results"].append(entry)
@@ -511,9 +519,10 @@ def markdown(data: dict) -> str:
                   f"every method of ours; {tables.peer_counts_note(data)}):", "", *peer]
         merged = [m for m in data.get("merged", []) if set(m["methods"]) & set(tables.PEER_METHODS)]
         if merged:
-            m = merged[-1]
-            parts += ["", f"The onnxsim rows were run on their own (`python bench/accuracy.py --only onnxsim`, "
-                          f"{_commit(m)}{m['created']}, {m['seconds']:.0f} s) and merged into this run's JSON."]
+            parts += ["", "The onnxsim rows were run on their own and merged into this run's JSON "
+                          "(`python bench/accuracy.py --only onnxsim [--models ...]`): "
+                      + "; ".join(f"{', '.join(m.get('models', ['all']))} at {_commit(m)}{m['created']}, "
+                                  f"{m['seconds']:.0f} s" for m in merged) + "."]
     skipped = tables.not_run_lines(data)
     if skipped:
         parts += ["", "## Not pruned", "", *skipped]
