@@ -39,7 +39,18 @@ def section(data: dict, names: list[str] | None = None, methods: list[str] | Non
         *tables.accuracy_table(data, names, methods),
         "",
         tables.CALIBRATION_NOTE,
+        "",
+        tables.HELD_OUT_NOTE,
     ]
+    peer = tables.peer_lines(data, names)
+    if peer and (not methods or set(methods) & set(tables.PEER_METHODS)):
+        lines += ["", "The onnxsim rows (`python bench/accuracy.py --only onnxsim`): " + data.get("peer_protocol", ""),
+                  "It prunes the same layers as our chains scope, but removes round(n·ratio) channels of a layer "
+                  "where we keep floor(n·(1 − ratio)), so at some ratios it removes a few fewer channels and leaves "
+                  "more MACs than ours.", "",
+                  "What it removed against ours (channels removed, then MACs left in % of unpruned; ours is our "
+                  f"chains scope, the same for every method of ours; {tables.peer_counts_note(data, names)}):", "",
+                  *peer]
     plotted = next((m for m in tables.ran_models(data, names) if "resnet20" in m["name"] and m["name"].endswith("_bn")),
                    next(iter(tables.ran_models(data, names)), None))
     if plotted is not None:  # one of the per-model plots accuracy.py draws, the rest are linked above
