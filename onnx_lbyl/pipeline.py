@@ -29,6 +29,7 @@ from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
 from .graph.external import Scratch, StagedModel, is_large, without_weights
 from .graph.io import check_input_model, load_model, save_atomic
+from .graph.sanity import check_model_sanity
 from .graph.probe import ProbedStatistics
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
 from .numerics.compensation import (
@@ -124,6 +125,11 @@ def _compress(model, options: CompressOptions, inputs, progress: Progress | None
     else:
         check_input_model(model)
     refuse_unsupported(model)  # quantized, or every layer inside an If/Loop/Scan body
+    model = check_model_sanity(model)  # NaN/Inf or inconsistent weights, types, BN; stale value_info dropped
+    if isinstance(options.calibration, (str, os.PathLike)):
+        calibration_feeds(model, options.calibration)  # an unusable file is refused before any work
+    if isinstance(inputs, (str, os.PathLike)):
+        load_inputs(inputs, model)
     options = replace(options, input_shapes=resolve_input_shapes(model, options.input_shapes, options.calibration))
     user_model, canonical_log = model, []
     if not is_large(model):  # a model over 2 GB is taken as it is (canonicalise copies it whole)
