@@ -121,7 +121,7 @@ def probe_statistics(
     post = [_Accumulator() for _ in chains]
     parts = _batches(session, feeds, batch)
     for part in parts:
-        values = _run(session, names, part)
+        values = _finite(names, _run(session, names, part))
         for index, value in enumerate(values):
             flat = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
             (pre if index < len(chains) else post)[index % len(chains)].add(flat)
@@ -166,6 +166,16 @@ def _run(session: ort.InferenceSession, names: list[str], feeds: dict[str, np.nd
         return session.run(names, feeds)
     except Exception as exc:
         raise InputError(f"the model does not run in onnxruntime on the probe's input: {first_line(exc)}")
+
+
+def _finite(names: list[str], values: list[np.ndarray]) -> list[np.ndarray]:
+    """The probed tensors, or InputError: NaN or an overflow in the unpruned model's own
+    activations on ordinary input says its weights are unusable, not the statistics."""
+    for name, value in zip(names, values):
+        if not np.isfinite(value).all():
+            raise InputError(f"tensor {name!r} of the model is not finite (NaN or overflow) on the probe's input: "
+                             "the weights before it are unusable")
+    return values
 
 
 def _batches(session: ort.InferenceSession, feeds: dict[str, np.ndarray], batch: int) -> list[dict[str, np.ndarray]]:
@@ -297,7 +307,7 @@ def probe_tensors(
         rows = min(int(np.shape(v)[0]) for v in feeds.values())
         raise InputError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
     for part in parts:
-        for request, value, acc in zip(unique, _run(session, names, part), sums):
+        for request, value, acc in zip(unique, _finite(names, _run(session, names, part)), sums):
             value = np.asarray(value, dtype=np.float64)
             if request.outer != 1 or request.inner != 1:
                 value = value.reshape(value.shape[0], request.outer, request.total, request.inner)

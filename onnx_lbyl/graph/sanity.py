@@ -27,6 +27,7 @@ FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", Tens
 PARAMETER_SLOTS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "BatchNormalization": (1, 2, 3, 4),
                    "ConvTranspose": (1, 2), "Add": (0, 1), "Mul": (0, 1)}
 LAYERS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+HUGE = 1e15  # largest magnitude of a layer parameter (trained weights and BN statistics stay far below)
 _TYPED_FIELDS = {
     TensorProto.FLOAT: "float_data", TensorProto.COMPLEX64: "float_data", TensorProto.DOUBLE: "double_data",
     TensorProto.COMPLEX128: "double_data", TensorProto.INT64: "int64_data", TensorProto.UINT64: "uint64_data",
@@ -60,6 +61,8 @@ def check_model_sanity(model: onnx.ModelProto) -> onnx.ModelProto:
                 parameters.setdefault(node.input[slot], (node, slot))
     for name, tensor in constants.items():
         _check_finite(name, tensor, strict=name in parameters)
+        if name in parameters:
+            _check_magnitude(name, tensor)
     _check_parameter_types(model, constants)
     for node in model.graph.node:
         if node.op_type == "BatchNormalization":
@@ -137,6 +140,17 @@ def _check_finite(name: str, tensor: TensorProto, strict: bool) -> None:
         raise InputError(f"initializer {name!r} holds NaN ({int(np.isnan(values).sum())} of {values.size} values)")
     if strict:
         raise InputError(f"initializer {name!r} holds an infinite value ({int((~finite).sum())} of {values.size})")
+
+
+def _check_magnitude(name: str, tensor: TensorProto) -> None:
+    """A layer parameter beyond HUGE: no trained model has one, and its products overflow
+    float32 in onnxruntime and the statistics (a flipped exponent bit makes one)."""
+    if tensor.data_type not in FLOAT_TYPES or tensor.data_location == TensorProto.EXTERNAL:
+        return
+    values = np.asarray(_values(tensor), dtype=np.float64)
+    if values.size and np.abs(values).max() > HUGE:
+        raise InputError(f"initializer {name!r} holds {values.flat[int(np.argmax(np.abs(values)))]:.3g}, "
+                         f"beyond {HUGE:g} where float32 arithmetic overflows: not a usable weight")
 
 
 def _array(constants: dict, name: str) -> np.ndarray | None:
