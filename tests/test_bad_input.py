@@ -35,7 +35,8 @@ def _outcome(tmp_path: Path, model: onnx.ModelProto | None, extra=(), files=None
             onnx.save(model, str(folder / "in.onnx"))
         for name, write in (files or {}).items():
             write(folder / name)
-        args = [str(folder / a) if isinstance(a, str) and (folder / a).exists() else str(a) for a in extra]
+        names = {"in.onnx", "report.json", "eval.json", *(files or {})}
+        args = [str(folder / a) if a in names else str(a) for a in extra]
         if command == "eval":
             return ["eval", str(folder / "in.onnx"), *args]
         return fuzzing._compress_argv(folder, extra=args)
