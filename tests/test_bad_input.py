@@ -423,3 +423,15 @@ def test_sigint_mid_run(tmp_path, delay):
     assert not outcome.violations, (outcome.violations, outcome.stderr)
     if outcome.code == 130:
         assert outcome.stderr == "onnx-lbyl: interrupted\n"
+
+
+def test_api_refuses_the_same_and_never_modifies_the_given_model():
+    from onnx_lbyl import CompressOptions, InputError, compress
+
+    model = chain_bn()
+    model.graph.value_info.append(helper.make_tensor_value_info("a", TensorProto.DOUBLE, [2, 8]))
+    before = model.SerializeToString()
+    result = compress(model, CompressOptions(ratio=0.3))
+    assert result.report.validation.runtime and model.SerializeToString() == before
+    with pytest.raises(InputError, match="holds NaN"):
+        compress(_with(chain_bn(), "w2", 0, np.nan))

@@ -24,8 +24,9 @@ from .shapes import weightless
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64", TensorProto.FLOAT16: "float16",
                TensorProto.BFLOAT16: "bfloat16"}
 # operator -> input slots holding the parameters the tool reads or rewrites
+# (not Add/Mul constants: an attention mask may rightly hold -inf or float32's lowest value)
 PARAMETER_SLOTS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "BatchNormalization": (1, 2, 3, 4),
-                   "ConvTranspose": (1, 2), "Add": (0, 1), "Mul": (0, 1)}
+                   "ConvTranspose": (1, 2)}
 LAYERS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 HUGE = 1e15  # largest magnitude of a layer parameter (trained weights and BN statistics stay far below)
 _TYPED_FIELDS = {
