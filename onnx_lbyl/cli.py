@@ -36,8 +36,12 @@ class Interrupted(BaseException):
     cleanup code runs (`finally`, `except BaseException`) and main() prints one line."""
 
 
+_interrupted = [False]  # set by _on_sigint: whatever the run then fails with, it was interrupted
+
+
 def _on_sigint(signum, frame) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+    _interrupted[0] = True
     raise Interrupted()
 
 
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     unraisable = sys.unraisablehook
     # an exception in a destructor (a Ctrl-C that lands in one) prints a traceback of its own
     sys.unraisablehook = lambda info: unraisable(info) if _verbose[0] else None
-    _verbose[0] = False
+    _verbose[0] = _interrupted[0] = False
     try:
         with warnings.catch_warnings():
             code = _run(argv)
@@ -321,15 +325,24 @@ def _run(argv: list[str] | None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt, Interrupted):
         click.echo("onnx-lbyl: interrupted", err=True)
         code = 130
-    except LbylError as exc:
-        click.echo(f"onnx-lbyl: error: {_one_line(exc) or type(exc).__name__}", err=True)
-        code = exc.exit_code
-    except Exception as exc:  # a bug: still one line, still no output file
-        if _verbose[0]:
-            traceback.print_exc()
-        click.echo(f"onnx-lbyl: internal error ({type(exc).__name__}): {_one_line(exc)}", err=True)
-        code = 1
+    except Exception as exc:
+        code = _failed(exc)
     return code if isinstance(code, int) else 0
+
+
+def _failed(exc: Exception) -> int:
+    """The one line and exit code of a failed run. A Ctrl-C that landed inside a C extension
+    (its import, say) can surface as another exception, e.g. ImportError: still an interrupt."""
+    if _interrupted[0]:
+        click.echo("onnx-lbyl: interrupted", err=True)
+        return 130
+    if isinstance(exc, LbylError):
+        click.echo(f"onnx-lbyl: error: {_one_line(exc) or type(exc).__name__}", err=True)
+        return exc.exit_code
+    if _verbose[0]:  # a bug: still one line, still no output file
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    click.echo(f"onnx-lbyl: internal error ({type(exc).__name__}): {_one_line(exc)}", err=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ remembers a KeyboardInterrupt that passed through code a C extension ran with Py
 (pybind11 modules do, while they import) and would otherwise end the process by SIGINT
 (exit status -2) even though the interrupt was handled."""
 import os
+import signal
 import sys
 
 
@@ -22,12 +23,23 @@ def _interrupted(report: bool) -> None:
 
 
 def main() -> None:
+    hit = []
+
+    def on_sigint(signum, frame):
+        hit.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)  # until cli.main installs its own (and after it)
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
-        _interrupted(report=True)
+    except BaseException:
+        if hit:  # a Ctrl-C inside a C extension's import may surface as ImportError
+            _interrupted(report=True)
+        raise
     try:
         cli_main()
+    except KeyboardInterrupt:  # in the instant before or after cli.main's own handling
+        _interrupted(report=True)
     except SystemExit as exc:
         if exc.code == 130:
             _interrupted(report=False)  # main() printed the line and cleaned up

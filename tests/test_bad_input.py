@@ -435,3 +435,19 @@ def test_api_refuses_the_same_and_never_modifies_the_given_model():
     assert result.report.validation.runtime and model.SerializeToString() == before
     with pytest.raises(InputError, match="holds NaN"):
         compress(_with(chain_bn(), "w2", 0, np.nan))
+
+
+def test_interrupt_that_surfaces_as_another_exception(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C inside a C extension's import can come out as ImportError('initialization
+    failed') (the fuzzer's finding): once SIGINT arrived, any failure reads as the interrupt."""
+    from onnx_lbyl import cli
+
+    def interrupted_import(verbose):
+        cli._interrupted[0] = True  # what _on_sigint records before raising
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(cli, "_third_party_output", interrupted_import)
+    onnx.save(chain_bn(), str(tmp_path / "in.onnx"))
+    assert main([str(tmp_path / "in.onnx"), str(tmp_path / "out.onnx"), "-q"]) == 130
+    assert capsys.readouterr().err == "onnx-lbyl: interrupted\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
