@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -91,6 +92,7 @@ def _messages(outcomes) -> dict[str, list[str]]:
     seen: dict[str, list[str]] = defaultdict(list)
     for o in outcomes:
         line = o.stderr.strip().splitlines()[-1] if o.code != 0 and o.stderr.strip() else None
+        line = line and re.sub(r"\S*lbyl-fuzz-[^/]+/case\d+/", "", line)  # the case's folder
         if line and line not in seen[o.case.family] and len(seen[o.case.family]) < 12:
             seen[o.case.family].append(line[:300])
     return dict(sorted(seen.items()))
