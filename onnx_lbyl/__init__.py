@@ -15,9 +15,21 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 __version__ = "0.1.0"
 
 from .errors import InputError, LbylError, NothingToPruneError, ValidationError  # noqa: E402
-from .options import CompressOptions  # noqa: E402
-from .pipeline import CompressionResult, compress  # noqa: E402
-from .report import CompressionReport  # noqa: E402
+
+# The rest is imported on first use (PEP 562), so that the console script (onnx_lbyl.console)
+# starts with nothing loaded and can turn a Ctrl-C during the slow imports into one line.
+_LAZY = {"CompressOptions": "options", "CompressionResult": "pipeline", "compress": "pipeline",
+         "CompressionReport": "report"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "__version__",

@@ -7,8 +7,12 @@ unexpected error. Every failure prints one line on stderr and leaves no output f
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -23,7 +27,34 @@ from .validate import DRIFT_WARNING
 from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, SCOPES, ALLOCATIONS, STATISTICS_SOURCES, CompressOptions
 from .paths import ModelFile, check_paths, data_file
 
-EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error."
+EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error, 130 interrupted."
+VERBOSE_HELP = "Also show third-party warnings and onnxruntime's log, and the traceback of an internal error."
+_verbose = [False]  # set by the running command (--verbose), read by main()
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) during main(): a BaseException that click does not turn into Abort, so
+    cleanup code runs (`finally`, `except BaseException`) and main() prints one line."""
+
+
+_interrupted = [False]  # set by _on_sigint: whatever the run then fails with, it was interrupted
+
+
+def _on_sigint(signum, frame) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+    _interrupted[0] = True
+    raise Interrupted()
+
+
+def _third_party_output(verbose: bool) -> None:
+    """Without --verbose, Python warnings (numpy's RuntimeWarnings, onnx's, ...) and onnxruntime's
+    log lines stay off stderr: a failure reads as its one line. main() restores both."""
+    _verbose[0] = verbose
+    if not verbose:
+        warnings.simplefilter("ignore")
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(4)  # fatal only
 
 
 class DefaultCommandGroup(click.Group):
@@ -136,11 +167,12 @@ def _comma_list(choices: tuple[str, ...] | None = None):
                    "batch and report both latencies, their ratio and the MACs ratio (adds the `latency` "
                    "section to the report).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
                      exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
                      calibration_fit="activations", scope="groups", input_shape=(), allocation="error",
-                     max_drift=None) -> None:
+                     max_drift=None, verbose=False) -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 
@@ -149,6 +181,7 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
     nothing else reads; residual-coupled layers, grouped Convs and shared or input-fed
     weights are left alone and listed in the report. The input file is never modified.
     """
+    _third_party_output(verbose)
     from .pipeline import compress  # deferred: `--help` stays fast
 
     from .graph.input_shapes import parse_input_shape
@@ -240,13 +273,15 @@ def _duration(seconds: float) -> str:
               help="As compress --input-shape: the shape dynamic inputs are costed at (repeatable).")
 @click.option("--json", "json_path", metavar="FILE.json", default=None,
               help="Also write the findings as JSON (the same fields as compress --report).")
-def inspect_command(model_path, scope, allow_approximate, input_shape, json_path) -> None:
+@click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
+def inspect_command(model_path, scope, allow_approximate, input_shape, json_path, verbose=False) -> None:
     """List what compress would find in MODEL.onnx, without pruning or writing a model: every
     chain and channel group it can prune, everything it leaves whole and why, with the MACs
     of the layers each one narrows and their share of the model's."""
     from .graph.input_shapes import parse_input_shape
     from .pipeline import inspect
 
+    _third_party_output(verbose)
     check_paths(reads={"model": ModelFile(model_path)}, writes={"--json": json_path})
     options = CompressOptions(scope=scope, allow_approximate=tuple(allow_approximate),
                               input_shapes=tuple(parse_input_shape(text) for text in input_shape))
@@ -273,7 +308,9 @@ def inspect_command(model_path, scope, allow_approximate, input_shape, json_path
 @click.option("--json", "json_path", metavar="FILE.json", default=None,
               help="Also write the result as JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the results: no header, no progress.")
-def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_size, json_path, quiet) -> None:
+@click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
+def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_size, json_path, quiet,
+                 verbose=False) -> None:
     """Top-1 (and top-5) accuracy of MODEL.onnx on DATA.
 
     \b
@@ -284,6 +321,7 @@ def eval_command(model_path, data_path, compare_path, mean, std, scale, batch_si
     Preprocessing is (x * scale - mean) / std per channel, read by default from
     the model's `lbyl_eval.preprocess` metadata, which compress keeps in its output.
     """
+    _third_party_output(verbose)
     from .evaluate import Preprocess, evaluate, format_result, parse_floats, parse_scale  # deferred: `--help` stays fast
 
     check_paths(reads={"model": ModelFile(model_path), "data": data_path,
@@ -333,27 +371,57 @@ def _remove_written(output: Path, large: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: one-line errors, exit codes from EXIT_CODES."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if in_main_thread else None
+    unraisable = sys.unraisablehook
+    # an exception in a destructor (a Ctrl-C that lands in one) prints a traceback of its own
+    sys.unraisablehook = lambda info: unraisable(info) if _verbose[0] else None
+    _verbose[0] = _interrupted[0] = False
     try:
-        code = cli.main(args=argv, prog_name="onnx-lbyl", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        click.echo(f"onnx-lbyl: error: {exc.format_message()}", err=True)
-        code = 2
-    except click.exceptions.Abort:
-        click.echo("onnx-lbyl: aborted", err=True)
-        code = 130
-    except LbylError as exc:
-        click.echo(f"onnx-lbyl: error: {exc}", err=True)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("onnx-lbyl: interrupted", err=True)
-        code = 130
-    except Exception as exc:  # a bug: still one line, still no output file
-        click.echo(f"onnx-lbyl: internal error ({type(exc).__name__}): {exc}", err=True)
-        code = 1
-    code = code if isinstance(code, int) else 0
+        with warnings.catch_warnings():
+            code = _run(argv)
+    finally:
+        if in_main_thread and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = unraisable
+        if not _verbose[0] and "onnxruntime" in sys.modules:
+            sys.modules["onnxruntime"].set_default_logger_severity(2)  # its default, for a caller in-process
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        code = cli.main(args=argv, prog_name="onnx-lbyl", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        click.echo(f"onnx-lbyl: error: {_one_line(exc.format_message())}", err=True)
+        code = 2
+    except (click.exceptions.Abort, KeyboardInterrupt, Interrupted):
+        click.echo("onnx-lbyl: interrupted", err=True)
+        code = 130
+    except Exception as exc:
+        code = _failed(exc)
+    return code if isinstance(code, int) else 0
+
+
+def _failed(exc: Exception) -> int:
+    """The one line and exit code of a failed run. A Ctrl-C that landed inside a C extension
+    (its import, say) can surface as another exception, e.g. ImportError: still an interrupt."""
+    if _interrupted[0]:
+        click.echo("onnx-lbyl: interrupted", err=True)
+        return 130
+    if isinstance(exc, LbylError):
+        click.echo(f"onnx-lbyl: error: {_one_line(exc) or type(exc).__name__}", err=True)
+        return exc.exit_code
+    if _verbose[0]:  # a bug: still one line, still no output file
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    click.echo(f"onnx-lbyl: internal error ({type(exc).__name__}): {_one_line(exc)}", err=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -147,6 +147,8 @@ def _checked(data: Dataset) -> Dataset:
         raise InputError(f"{data.source} holds no images")
     if labels.min() < 0:
         raise InputError(f"labels in {data.source} must be >= 0, found {int(labels.min())}")
+    if int(labels.max()) > np.iinfo(np.int64).max:  # uint64: would wrap to a negative int64
+        raise InputError(f"label {int(labels.max())} in {data.source} is out of range for any model")
     if np.issubdtype(images.dtype, np.floating) and not np.all(np.isfinite(images)):
         raise InputError(f"images in {data.source} contain NaN or infinite values")
     data.images, data.labels = images, labels.astype(np.int64, copy=False)

@@ -36,6 +36,9 @@ METHOD_HELP = {
 STATISTICAL_METHODS = ("lbyl-mean", "merge-mean", "prune-mean", "moments", "moments-greedy", "lbyl-auto")
 STATISTICS_SOURCES = ("auto", "batchnorm", "probe")
 CALIBRATION_FITS = ("activations", "gaussian")
+# Beyond this a lambda only overflows the solver's float64 sums (1e308 squared); at 1e6 the
+# term it weighs already decides the solution alone.
+MAX_LAMBDA = 1e6
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,12 @@ class CompressOptions:
             raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.criterion not in CRITERIA:
             raise InputError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
+            raise InputError(f"seed must be a whole number in [0, 2^63), got {self.seed!r}")
         for name in ("lambda1", "lambda2"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_LAMBDA:
+                raise InputError(f"{name} must be a number in [0, {MAX_LAMBDA:g}], got {value!r}")
         if self.allocation not in ALLOCATIONS:
             raise InputError(f"unknown allocation {self.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
         if self.scope not in SCOPES:

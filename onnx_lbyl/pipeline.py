@@ -29,6 +29,7 @@ from .graph.shapes import infer_shapes
 from .graph.layers import HANDLERS
 from .graph.external import Scratch, StagedModel, is_large, without_weights
 from .graph.io import check_input_model, load_model, save_atomic
+from .graph.sanity import check_model_sanity
 from .graph.probe import ProbedStatistics
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
 from .numerics.compensation import (
@@ -149,6 +150,7 @@ def analyse_model(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
     """Refuse what cannot be pruned at all (quantized models, dynamic shapes nothing states),
     canonicalise, and find the chains and channel groups (onnx_lbyl.groups) of `model`."""
     refuse_quantized(model)
+    model = check_model_sanity(model)  # NaN/Inf or inconsistent weights, types, BN; stale value_info dropped
     options = replace(options, input_shapes=resolve_input_shapes(model, options.input_shapes, options.calibration))
     user_model, canonical_log = model, []
     if not is_large(model):  # a model over 2 GB is taken as it is (canonicalise copies it whole)
@@ -220,6 +222,10 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
         model = load_model(model)
     else:
         check_input_model(model)
+    if isinstance(options.calibration, (str, os.PathLike)):
+        calibration_feeds(model, options.calibration)  # an unusable file is refused before any work
+    if isinstance(inputs, (str, os.PathLike)):
+        load_inputs(inputs, model)
     found = analyse_model(model, options)  # no stage line before it: its refusals stay one line
     _describe_analysis(report, found)
     options, model, graph, chains, groups = found.options, found.model, found.graph, found.chains, found.groups

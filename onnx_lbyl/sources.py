@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from .arrays import check_feeds, check_real, read_npz
 from .errors import InputError, first_line
 from .graph.chains import Chain
 from .graph.external import Scratch
@@ -149,11 +150,7 @@ def calibration_feeds(model: onnx.ModelProto, calibration) -> dict[str, np.ndarr
     if isinstance(calibration, dict):
         arrays = {k: np.asarray(v) for k, v in calibration.items()}
     else:
-        try:
-            with np.load(calibration) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read calibration data from {calibration}: {first_line(exc)}")
+        arrays = read_npz(calibration, "calibration data")
     infos = model_inputs(model)
     names = [i.name for i in infos]
     dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in infos}
@@ -163,12 +160,14 @@ def calibration_feeds(model: onnx.ModelProto, calibration) -> dict[str, np.ndarr
         images = arrays["images"] if "images" in arrays else next(iter(arrays.values()))
         if images.ndim < 2:
             raise InputError(f"calibration images must have a batch axis, got shape {images.shape}")
+        check_real(images, "calibration images")
         integer = np.issubdtype(images.dtype, np.integer)
         feeds = {names[0]: resolve_preprocess(model, integer).apply(images, dtypes[names[0]])}
     else:
         raise InputError(f"calibration data must hold arrays named {', '.join(names)} (or `images`)")
-    if any(np.shape(v)[0] == 0 for v in feeds.values()):
+    if any(np.ndim(v) == 0 or np.shape(v)[0] == 0 for v in feeds.values()):
         raise InputError("calibration data holds no samples")
+    check_feeds(model, feeds, "calibration data", fixed_batch="at-least")
     return {n: np.ascontiguousarray(v.astype(dtypes[n], copy=False)) for n, v in feeds.items()}
 
 

@@ -99,18 +99,27 @@ def random_inputs(model: onnx.ModelProto, batch: int = DEFAULT_BATCH, seed: int 
 
 def load_inputs(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Inputs from an .npz keyed by input name (a single-input model may use any key)."""
-    try:
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read inputs from {path}: {exc}")
+    from .arrays import check_feeds, read_npz  # imports this module's neighbours
+
+    arrays = read_npz(path, "inputs")
     names = [i.name for i in model_inputs(model)]
     if all(n in arrays for n in names):
-        return {n: arrays[n] for n in names}
-    if len(names) == 1 and len(arrays) >= 1:
+        feeds = {n: arrays[n] for n in names}
+    elif len(names) == 1 and len(arrays) >= 1:
         key = "images" if "images" in arrays else next(iter(arrays))
-        return {names[0]: arrays[key]}
-    raise InputError(f"{path} must hold arrays named {', '.join(names)}")
+        feeds = {names[0]: arrays[key]}
+    else:
+        raise InputError(f"{path} must hold arrays named {', '.join(names)}")
+    check_feeds(model, feeds, f"inputs {path}")
+    return _as_input_types(model, feeds)
+
+
+def _as_input_types(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Real numbers cast to the element type the model declares (float64 arrays for a float
+    input, say), as onnxruntime takes no other."""
+    types = {i.name: _ONNX_TO_NUMPY.get(i.type.tensor_type.elem_type) for i in model_inputs(model)}
+    return {n: v if types.get(n) is None else np.ascontiguousarray(v.astype(types[n], copy=False))
+            for n, v in feeds.items()}
 
 
 def session(model: onnx.ModelProto | bytes | str | os.PathLike, **session_options) -> ort.InferenceSession:
@@ -163,6 +172,9 @@ def validate(
         before = run(original if original_path is None else original_path, feeds)
     except Exception as exc:
         raise InputError(f"the original model does not run on the validation batch: {first_line(exc)}")
+    for output, values in zip(original.graph.output, before):
+        if np.issubdtype(np.asarray(values).dtype, np.floating) and not np.all(np.isfinite(values)):
+            raise InputError(f"output {output.name!r} of the original model is not finite on the validation batch")
     try:
         pruned_session = session(data)
         del data  # onnxruntime holds its own copy now

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..errors import InputError, first_line
 from ..numerics.statistics import GaussianMoments
 from .chains import Chain
 from .external import Scratch, is_large
@@ -115,18 +116,18 @@ def probe_statistics(
     A large model (graph.external) needs `scratch`: it is run from a copy written there with
     external data, since protobuf cannot serialise it."""
     names = [chain.activation.inputs[0].name for chain in chains] + [chain.activation.outputs[0].name for chain in chains]
-    session = ort.InferenceSession(_probe_model(model, names, scratch), providers=["CPUExecutionProvider"])
+    session = _open(_probe_model(model, names, scratch))
     pre = [_Accumulator() for _ in chains]
     post = [_Accumulator() for _ in chains]
     parts = _batches(session, feeds, batch)
     for part in parts:
-        values = session.run(names, part)
+        values = _finite(names, _run(session, names, part))
         for index, value in enumerate(values):
             flat = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
             (pre if index < len(chains) else post)[index % len(chains)].add(flat)
     if not parts:
         rows = min(int(np.shape(v)[0]) for v in feeds.values())
-        raise ValueError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
+        raise InputError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
     result = {}
     for chain, zs, acts in zip(chains, pre, post):
         mean, cov = zs.moments()
@@ -140,15 +141,41 @@ def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batc
     """The model's first output on `feeds`, `batch` rows per call (a fixed batch axis sets its
     own), if it looks like class scores: (rows, K) with K >= 2 (trailing axes of size 1 are
     allowed). None otherwise (detectors, segmenters, feature extractors)."""
-    session = ort.InferenceSession(_probe_model(model, [], scratch), providers=["CPUExecutionProvider"])
+    session = _open(_probe_model(model, [], scratch))
     name = session.get_outputs()[0].name
-    parts = [session.run([name], part)[0] for part in _batches(session, feeds, batch)]
+    parts = [_run(session, [name], part)[0] for part in _batches(session, feeds, batch)]
     if not parts:
         return None
     scores = np.concatenate(parts)
     if scores.ndim < 2 or scores.shape[1] < 2 or any(d != 1 for d in scores.shape[2:]):
         return None
     return scores.reshape(scores.shape[0], -1)
+
+
+def _open(data: bytes | str, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An onnxruntime session of the (unpruned) model the probe runs: a model onnxruntime cannot
+    load (an operator or type it has no kernel for, say) is the input's problem, exit 2."""
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise InputError(f"onnxruntime cannot load the model: {first_line(exc)}")
+
+
+def _run(session: ort.InferenceSession, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return session.run(names, feeds)
+    except Exception as exc:
+        raise InputError(f"the model does not run in onnxruntime on the probe's input: {first_line(exc)}")
+
+
+def _finite(names: list[str], values: list[np.ndarray]) -> list[np.ndarray]:
+    """The probed tensors, or InputError: NaN or an overflow in the unpruned model's own
+    activations on ordinary input says its weights are unusable, not the statistics."""
+    for name, value in zip(names, values):
+        if not np.isfinite(value).all():
+            raise InputError(f"tensor {name!r} of the model is not finite (NaN or overflow) on the probe's input: "
+                             "the weights before it are unusable")
+    return values
 
 
 def _batches(session: ort.InferenceSession, feeds: dict[str, np.ndarray], batch: int) -> list[dict[str, np.ndarray]]:
@@ -273,15 +300,14 @@ def probe_tensors(
     names = [r.name for r in unique]
     quiet = ort.SessionOptions()
     quiet.log_severity_level = 3  # the running statistics a rewritten BN no longer reads are unused
-    session = ort.InferenceSession(_probe_model(model, names, scratch, batch_statistics), quiet,
-                                   providers=["CPUExecutionProvider"])
+    session = _open(_probe_model(model, names, scratch, batch_statistics), quiet)
     sums = [_ShrunkAccumulator() for _ in unique]
     parts = _batches(session, feeds, batch)
     if not parts:
         rows = min(int(np.shape(v)[0]) for v in feeds.values())
-        raise ValueError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
+        raise InputError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
     for part in parts:
-        for request, value, acc in zip(unique, session.run(names, part), sums):
+        for request, value, acc in zip(unique, _finite(names, _run(session, names, part)), sums):
             value = np.asarray(value, dtype=np.float64)
             if request.outer != 1 or request.inner != 1:
                 value = value.reshape(value.shape[0], request.outer, request.total, request.inner)
