@@ -215,7 +215,8 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
 
     try:
         result = compress(input_path, options, inputs=inputs_path, progress=progress, output=output,
-                          stage=None if quiet else lambda text: click.echo(f"[{text}]", err=True))
+                          # on a terminal only: in a log, a refusal found while planning stays one line
+                          stage=None if quiet or not sys.stderr.isatty() else lambda text: click.echo(f"[{text}]", err=True))
     except LbylError as exc:
         _write_refusal(report_path, exc)
         raise
