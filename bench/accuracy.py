@@ -286,7 +286,8 @@ def score(task: Task, batch_size: int) -> dict:
         started = time.perf_counter()
         try:
             result = compress(model, CompressOptions(ratio=ratio, scope="chains", method=method, criterion=criterion,
-                                                     calibration=calibration, seed=task.seed))
+                                                     calibration=calibration, seed=task.seed,
+                                                     round_to=1))  # the papers' exact kept counts
         except NothingToPruneError as exc:
             return {"nothing_to_prune": str(exc)}
         compress_seconds = time.perf_counter() - started

@@ -237,7 +237,9 @@ def run_task(task: Task, batch_size: int) -> dict:
         scope, allocation = CONFIGS[task.config]
         row.update(scope=scope, allocation=allocation)
         calibration = {"images": data.images[::2]} if task.calibrated else None
-        options = CompressOptions(target_macs=task.target, scope=scope, allocation=allocation, calibration=calibration)
+        # round_to=1: allocations compared on exact counts, as recorded (rounding would blur them)
+        options = CompressOptions(target_macs=task.target, scope=scope, allocation=allocation, calibration=calibration,
+                                  round_to=1)
         started = time.perf_counter()
         try:
             result = compress(model, options)

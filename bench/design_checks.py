@@ -80,20 +80,20 @@ def main() -> None:
         print(f"{model_name:40s} {choice:22s} {setting:28s} {score:6.2f}", flush=True)
 
     for name in DEV:
-        ratio = CompressOptions(ratio=0.3)
+        ratio = CompressOptions(ratio=0.3, round_to=1)
         record(name, "BN-matched probe", "running statistics", ratio, scratch / "cifar1000.npz", batch_statistics=False)
         record(name, "BN-matched probe", "batch statistics (default)", ratio, scratch / "cifar1000.npz")
         record(name, "group probe images", "32", ratio, scratch / "cifar1000.npz", probe_images=32)
         record(name, "group probe images", "128 (default)", ratio, scratch / "cifar1000.npz")
         for allocation in ("uniform", "error"):
             record(name, "allocation", f"{allocation} at --target-macs 0.4",
-                   CompressOptions(target_macs=0.4, allocation=allocation), scratch / "cifar1000.npz")
+                   CompressOptions(target_macs=0.4, allocation=allocation, round_to=1), scratch / "cifar1000.npz")
     lite = "efficientnet_lite0_bn"
-    budget = CompressOptions(target_macs=0.25)
+    budget = CompressOptions(target_macs=0.25, round_to=1)
     record(lite, "BN-matched probe", "running statistics", budget, scratch / "imagenet_odd250.npz", batch_statistics=False)
     record(lite, "group probe images", "32", budget, scratch / "imagenet_odd250.npz", probe_images=32)
     record(lite, "defaults", "both (allocation error)", budget, scratch / "imagenet_odd250.npz")
-    record(lite, "allocation", "uniform at --target-macs 0.25", CompressOptions(target_macs=0.25, allocation="uniform"),
+    record(lite, "allocation", "uniform at --target-macs 0.25", CompressOptions(target_macs=0.25, allocation="uniform", round_to=1),
            scratch / "imagenet_odd250.npz")
     seconds = round(time.perf_counter() - started)
     (out / "design_checks.json").write_text(json.dumps({"seconds": seconds, "rows": rows}, indent=2) + "\n")

@@ -38,7 +38,8 @@ METHOD = "lbyl-tuned"
 def _score(job: tuple[str, str, float, float, float]) -> tuple[tuple, float]:
     model_path, data_path, ratio, lambda1, lambda2 = job
     model = accuracy._model(model_path)
-    pruned = compress(model, CompressOptions(ratio=ratio, scope="chains", method="lbyl", lambda1=lambda1, lambda2=lambda2)).model
+    pruned = compress(model, CompressOptions(ratio=ratio, scope="chains", method="lbyl", lambda1=lambda1, lambda2=lambda2,
+                                             round_to=1)).model
     return job, evaluate(pruned, accuracy._dataset(data_path), batch_size=500, threads=1).top1
 
 

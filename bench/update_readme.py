@@ -94,22 +94,57 @@ def speed_section(speed: dict, latency: dict) -> str:
         "",
         "![compression time against model size](bench/results/speed_scaling.png)",
         "",
-        f"Latency of the pruned model over the original's (onnxruntime CPU, batch {latency['protocol']['batch']}, "
-        f"{latency['protocol']['threads']} thread, {latency['protocol']['statistic']}) next to its MACs ratio, with "
-        "the kept channel counts exact and rounded up to a multiple of 4 (`--round-to 4`), from "
-        "`python bench/latency.py`:",
+        f"Latency of the pruned model over the original's (onnxruntime {latency['onnxruntime']} CPU, batch "
+        f"{latency['protocol']['batch']}, {latency['protocol']['threads']} thread, {latency['protocol']['statistic']}) "
+        "next to its MACs ratio, for the tool's output with the default scope, the kept channel counts rounded "
+        f"up to a multiple of {latency['rounding'][latency['default_rounding']]} (the default) and exact "
+        f"(`--round-to 1`), from `python bench/latency.py` ({latency['cpus']} cores with "
+        f"{', '.join(latency.get('cpu_flags', [])) or 'unknown SIMD'}, shared: load average "
+        + (f"{latency['load_average_before'][0]:.1f} at the start, " if "load_average_before" in latency else "")
+        + f"{latency['load_average'][0]:.1f} at the end):",
         "",
     ]
     ratios = sorted({p["ratio"] for m in latency["models"] for p in m["points"]})
+    default = latency["default_rounding"]
     lines += ["| model | channels | " + " | ".join(f"{round(100 * r)}%: MACs → latency" for r in ratios) + " |",
               "|---|---|" + "---|" * len(ratios)]
     for model in latency["models"]:
-        for rounding, label in (("exact", "exact"), ("up4", "rounded to 4")):
+        for rounding in (default, "exact"):
+            label = (f"default (`--round-to {latency['rounding'][rounding]}`)" if rounding == default
+                     else "exact (`--round-to 1`)")
             cells = {p["ratio"]: p for p in model["points"] if p["rounding"] == rounding}
             if cells:
                 lines.append(f"| {model['model']} | {label} | " + " | ".join(
                     f"{cells[r]['macs_ratio']:.2f} → {cells[r]['latency_ratio']:.2f}" if r in cells else "–"
                     for r in ratios) + " |")
+    compared = sorted({p["ratio"] for m in latency["models"] for p in m["points"] if p["rounding"] not in (default, "exact")})
+    if compared:
+        roundings = list(latency["rounding"])
+        lines += ["", "Latency over MACs ratio (1.00: as fast as the MACs say) by rounding, where all were timed:", "",
+                  "| model | ratio | " + " | ".join(f"`--round-to {latency['rounding'][r]}`" for r in roundings) + " |",
+                  "|---|---|" + "---|" * len(roundings)]
+        for model in latency["models"]:
+            for r in compared:
+                cells = {p["rounding"]: p for p in model["points"] if abs(p["ratio"] - r) < 1e-9}
+                lines.append(f"| {model['model']} | {r:g} | " + " | ".join(
+                    f"{cells[x]['latency_ratio'] / cells[x]['macs_ratio']:.2f}" if x in cells else "–"
+                    for x in roundings) + " |")
+    settings = [(m["model"], s) for m in latency["models"] for s in m.get("settings_at_0.3", [])]
+    if settings:
+        keys = sorted({(s["batch"], str(s["threads"])) for _m, s in settings})
+        lines += ["", "At ratio 0.3, latency ratio at other batch sizes and thread counts (3 timed runs each; "
+                  "`default` threads: onnxruntime's own choice, one per core):", "",
+                  "| model | channels | batch 1, 1 thread | " + " | ".join(f"batch {b}, {t} thread(s)" for b, t in keys) + " |",
+                  "|---|---|---|" + "---|" * len(keys)]
+        for model in latency["models"]:
+            for rounding in (default, "exact"):
+                base = next((p for p in model["points"] if p["rounding"] == rounding and abs(p["ratio"] - 0.3) < 1e-9), None)
+                cells = {(s["batch"], str(s["threads"])): s for s in model.get("settings_at_0.3", []) if s["rounding"] == rounding}
+                if base is None or not cells:
+                    continue
+                lines.append(f"| {model['model']} | {'default' if rounding == default else 'exact'} | "
+                             f"{base['latency_ratio']:.2f} | " + " | ".join(
+                                 f"{cells[k]['latency_ratio']:.2f}" if k in cells else "–" for k in keys) + " |")
     lines += ["", "![latency ratio against MACs ratio](bench/results/latency.png)"]
     return "\n".join(lines)
 

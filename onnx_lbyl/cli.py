@@ -24,7 +24,7 @@ from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
 from .validate import DRIFT_WARNING
-from .options import CALIBRATION_FITS, DEFAULT_METHOD, METHOD_HELP, METHODS, SCOPES, ALLOCATIONS, STATISTICS_SOURCES, CompressOptions
+from .options import CALIBRATION_FITS, DEFAULT_METHOD, DEFAULT_ROUND_TO, METHOD_HELP, METHODS, SCOPES, ALLOCATIONS, STATISTICS_SOURCES, CompressOptions
 from .paths import ModelFile, check_paths, data_file
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error, 130 interrupted."
@@ -147,8 +147,9 @@ def _comma_list(choices: tuple[str, ...] | None = None):
               callback=_comma_list(tuple(sorted(APPROXIMATION_HELP))),
               help="Also prune through steps where the compensation is approximate: "
                    + _choices_help(APPROXIMATION_HELP) + " (repeatable or a comma list; reported as approximate).")
-@click.option("--round-to", type=int, default=1, show_default=True, metavar="N",
-              help="Round kept channel counts up to a multiple of N; 4 puts every Conv on onnxruntime's fast CPU kernels.")
+@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True, metavar="N",
+              help="Round kept channel counts up to a multiple of N (never above the layer's width), so the "
+                   "pruned Convs run on onnxruntime's fast CPU kernels; 1 keeps the exact floor(n (1 - ratio)).")
 @click.option("--input-shape", "input_shape", metavar="NAME:D0,D1,...", multiple=True,
               help="Shape of an input with dynamic dimensions, e.g. x:1,3,224,224 (repeatable): the probe, "
                    "validation and MACs run at it. A dynamic batch stays dynamic. Without it such an input "
@@ -170,7 +171,7 @@ def _comma_list(choices: tuple[str, ...] | None = None):
 @click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
-                     exclude=(), target_macs=None, allow_approximate=(), round_to=1, statistics="auto",
+                     exclude=(), target_macs=None, allow_approximate=(), round_to=DEFAULT_ROUND_TO, statistics="auto",
                      calibration_fit="activations", scope="groups", input_shape=(), allocation="error",
                      max_drift=None, verbose=False) -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,

@@ -16,6 +16,7 @@ METHODS = ("moments-greedy", "lbyl", "merge", "prune", "lbyl-mean", "merge-mean"
 SCOPES = ("groups", "chains")
 ALLOCATIONS = ("error", "uniform")
 DEFAULT_METHOD = "moments-greedy"  # why: README, "Which method is the default"
+DEFAULT_ROUND_TO = 8  # kept channels a multiple of 8: onnxruntime's fast CPU kernels (README, "Speed")
 METHOD_HELP = {
     "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
     "merge": "Neuron Merging: each removed channel is merged into its most similar kept one",
@@ -65,7 +66,12 @@ class CompressOptions:
         reaches it replaces `ratio` (layer_ratios and exclude still apply).
     allow_approximate: approximate steps a chain may go through: "maxpool" (MaxPool between
         the activation and the consumer) and "relu6" (Clip(0, 6) as the activation).
-    round_to: kept channel counts are rounded up to a multiple of this (1: no rounding).
+    round_to: kept channel counts are rounded up to a multiple of this, never above the layer's
+        width (so a layer of at most round_to channels stays whole). The default 8 keeps every Conv
+        on onnxruntime's blocked (NCHWc) CPU kernels, which want input channels that are multiples
+        of 4 and pad output channels to the SIMD block (8 with AVX2); measured in
+        bench/results/latency.json. 1 keeps the exact count floor(n (1 - ratio)), the papers'
+        protocol (bench/accuracy.py, bench/tuned_lbyl.py).
     calibration: optional unlabeled inputs for the statistical methods: an .npz path or a dict
         of arrays, either named like the model's inputs (used as they are) or a single
         `images` array (uint8 pixels, or floats in [0, 1]) that gets the model's preprocessing
@@ -102,7 +108,7 @@ class CompressOptions:
     exclude: tuple[str, ...] = ()
     target_macs: float | None = None
     allow_approximate: tuple[str, ...] = ()
-    round_to: int = 1
+    round_to: int = DEFAULT_ROUND_TO  # why: bench/results/latency.json, README "Speed"
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
     scope: str = "groups"

@@ -53,12 +53,29 @@ def layer_ratios(
     return ratios
 
 
+def channel_multiple(channels: int, round_to: int) -> int:
+    """The multiple a layer of `channels` rounds its kept count to: `round_to`, halved while it
+    is more than a quarter of the layer, so a narrow layer (16 channels at the default 8) still
+    gets pruned in steps of 4 rather than staying whole."""
+    step = max(1, round_to)
+    while step > 1 and 4 * step > channels:
+        step //= 2
+    return max(1, step)
+
+
+def round_kept(channels: int, keep: int, round_to: int) -> int:
+    """`keep` rounded up to channel_multiple(channels, round_to), never above `channels`."""
+    step = channel_multiple(channels, round_to)
+    return min(channels, -(-keep // step) * step)
+
+
 def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
-    """kept_count(channels, ratio) rounded up to a multiple of `round_to` (never above
-    `channels`): onnxruntime's fast CPU convolution kernels want channel counts that are
-    multiples of 4 (bench/latency.py measures what rounding buys)."""
-    keep = kept_count(channels, ratio)
-    return min(channels, -(-keep // round_to) * round_to)
+    """kept_count(channels, ratio) rounded up as round_kept says (never above `channels`):
+    onnxruntime's fast CPU convolution kernels (NCHWc) take input channel counts that are
+    multiples of 4 and pad output channels to a multiple of 8 (AVX2) or 16 (AVX-512), so the
+    default rounds to 8 (options.DEFAULT_ROUND_TO; bench/latency.py measures what it buys).
+    round_to=1 is the papers' exact count."""
+    return round_kept(channels, kept_count(channels, ratio), round_to)
 
 
 def kept_per_chain(chains: Sequence[GroupShape], ratios: Mapping[str, float], round_to: int = 1) -> dict[str, int]:
@@ -162,7 +179,7 @@ def allocate(
         return sum(node_macs.get(node, 0) / total_channels for node, total_channels in entries if total_channels)
 
     def rounded() -> dict[str, int]:
-        return {name: min(by_name[name].channels, -(-keep // round_to) * round_to) for name, keep in keeps.items()}
+        return {name: round_kept(by_name[name].channels, keep, round_to) for name, keep in keeps.items()}
 
     def macs() -> int:
         shares = {name: 1.0 - keep / by_name[name].channels for name, keep in rounded().items()}

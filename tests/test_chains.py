@@ -35,7 +35,7 @@ def residual_block(rng: np.random.Generator) -> onnx.ModelProto:
 def test_resnet_block_prunes_only_the_internal_conv():
     rng = np.random.default_rng(0)
     model = residual_block(rng)
-    result = compress(model, CompressOptions(ratio=0.5, scope="chains"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     report = result.report
     assert [layer.name for layer in report.layers] == ["w_a"]  # unnamed nodes go by weight
     assert report.layers[0].channels_after == 2
@@ -62,7 +62,7 @@ def test_unsafe_chains_are_left_alone_with_a_reason(switch, reason):
     model = chain_model(rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((5, 4, 3, 3)),
                         bn=random_bn(rng, 4), **{switch: True})
     with pytest.raises(NothingToPruneError, match="no prunable chain found") as caught:
-        compress(model, CompressOptions(ratio=0.5, scope="chains"))
+        compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     assert reason in str(caught.value)
 
 
@@ -70,14 +70,14 @@ def test_grouped_conv_is_skipped():
     rng = np.random.default_rng(2)
     model = chain_model(rng.standard_normal((4, 1, 3, 3)), rng.standard_normal((5, 4, 3, 3)), group=4)
     with pytest.raises(NothingToPruneError, match=r"grouped/depthwise Conv \(group=4\)"):
-        compress(model, CompressOptions(ratio=0.5, scope="chains"))
+        compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
 
 
 def test_pruned_shapes_bias_and_batchnorm_follow_the_kept_channels():
     rng = np.random.default_rng(3)
     model = chain_model(rng.standard_normal((10, 3, 3, 3)), rng.standard_normal((5, 10, 3, 3)),
                         b1=rng.standard_normal(10), b2=rng.standard_normal(5), bn=random_bn(rng, 10))
-    result = compress(model, CompressOptions(ratio=0.3, scope="chains"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.3, scope="chains"))
     widths = {t.name: list(t.dims) for t in result.model.graph.initializer}
     assert widths["w1"] == [7, 3, 3, 3] and widths["b1"] == [7]
     assert all(widths[f"bn_{k}"] == [7] for k in ("gamma", "beta", "mean", "var"))
@@ -89,7 +89,7 @@ def test_pruned_shapes_bias_and_batchnorm_follow_the_kept_channels():
 def test_at_least_one_channel_is_kept():
     rng = np.random.default_rng(4)
     model = chain_model(rng.standard_normal((2, 3, 3, 3)), rng.standard_normal((5, 2, 3, 3)))
-    result = compress(model, CompressOptions(ratio=0.99, scope="chains"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.99, scope="chains"))
     assert result.report.layers[0].channels_after == 1
 
 
@@ -98,7 +98,7 @@ def test_same_options_give_the_same_bytes(criterion):
     rng = np.random.default_rng(5)
     model = chain_model(rng.standard_normal((8, 3, 3, 3)), rng.standard_normal((5, 8, 3, 3)),
                         bn=random_bn(rng, 8))
-    options = CompressOptions(ratio=0.5, scope="chains", criterion=criterion, seed=7)
+    options = CompressOptions(round_to=1, ratio=0.5, scope="chains", criterion=criterion, seed=7)
     first = compress(model, options).model.SerializeToString()
     assert compress(model, options).model.SerializeToString() == first
 
@@ -108,5 +108,5 @@ def test_the_input_model_object_is_not_modified():
     model = chain_model(rng.standard_normal((8, 3, 3, 3)), rng.standard_normal((5, 8, 3, 3)),
                         bn=random_bn(rng, 8))
     before = model.SerializeToString()
-    compress(model, CompressOptions(ratio=0.5, scope="chains"))
+    compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     assert model.SerializeToString() == before

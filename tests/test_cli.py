@@ -47,10 +47,11 @@ def test_shipped_model_end_to_end(tmp_path):
     assert data["macs_after"] < data["macs_before"]
     assert data["options"]["method"] == "moments-greedy" and data["options"]["ratio"] == 0.3
     chains = [layer["channels_after"] for layer in data["layers"] if layer["kind"] == "chain"]
-    assert chains == [11] * 3 + [22] * 3 + [44] * 3
+    # the default --round-to 8: floor(0.7 n) rounded up to 8, or to 4 (2) for layers under 32 (16) channels
+    assert chains == [12] * 3 + [24] * 3 + [48] * 3
     streams = {layer["name"]: layer["channels_after"] for layer in data["layers"] if layer["kind"] == "group"}
-    assert streams == {"/conv1/Conv": 11, "/layer2/layer2.0/conv2/Conv[0:8]": 5, "/layer2/layer2.0/conv2/Conv[24:32]": 5,
-                       "/layer3/layer3.0/conv2/Conv[0:16]": 11, "/layer3/layer3.0/conv2/Conv[48:64]": 11}
+    assert streams == {"/conv1/Conv": 12, "/layer2/layer2.0/conv2/Conv[0:8]": 6, "/layer2/layer2.0/conv2/Conv[24:32]": 6,
+                       "/layer3/layer3.0/conv2/Conv[0:16]": 12, "/layer3/layer3.0/conv2/Conv[48:64]": 12}
     assert data["validation"]["checker"] and data["validation"]["runtime"]
     assert 0.0 <= data["validation"]["outputs"][0]["top1_agreement"] <= 1.0
 

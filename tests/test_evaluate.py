@@ -212,7 +212,7 @@ def test_compress_keeps_preprocess_metadata(tmp_path, capsys, npz):
     original = {p.key: p.value for p in onnx.load(str(MODEL)).metadata_props}
     assert PREPROCESS_KEY in original
 
-    result = compress(str(MODEL), CompressOptions(ratio=0.3))
+    result = compress(str(MODEL), CompressOptions(round_to=1, ratio=0.3))
     props = {p.key: p.value for p in result.model.metadata_props}
     for key, value in original.items():
         assert props[key] == value

@@ -63,7 +63,7 @@ def test_cli_writes_model_and_data_file_matching_compress(large, tmp_path, batch
     src.mkdir(), out_dir.mkdir()
     path = _save_external(_model(batchnorm), src)
     before = _digests(src)
-    expected = compress(path, CompressOptions(ratio=0.5))  # in memory, no output: nothing kept
+    expected = compress(path, CompressOptions(round_to=1, ratio=0.5))  # in memory, no output: nothing kept
     assert expected.staged is None
     assert _digests(src) == before
 
@@ -82,7 +82,7 @@ def test_cli_writes_model_and_data_file_matching_compress(large, tmp_path, batch
 def test_in_memory_large_model_is_validated_from_files(large, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a stray temporary file would show up here
     model = _model()
-    result = compress(model, CompressOptions(ratio=0.5), output=tmp_path / "out.onnx")
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5), output=tmp_path / "out.onnx")
     assert result.staged is not None and result.report.validation.runtime
     result.save(tmp_path / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.data"]

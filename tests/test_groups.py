@@ -60,7 +60,7 @@ def _outputs(model, seed=0):
 
 
 def _exact(model, group, kept):
-    result = compress(model, CompressOptions(ratio=0.0, layer_ratios=((group, 0.25),)))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.0, layer_ratios=((group, 0.25),)))
     layer = next(layer for layer in result.report.layers if layer.name == group)
     assert layer.kind == "group" and layer.channels_after == kept
     assert layer.removed in ([1], [3])  # one of the proportional pair, at no cost
@@ -98,7 +98,7 @@ def test_depthwise_hop_with_a_multiple_is_restored_exactly():
              _conv("project", "d", "w_p", "b_p", "y", k=1)]
     model = _model(nodes, inits)
     _exact(model, "expand", 3)
-    pruned = compress(model, CompressOptions(ratio=0.0, layer_ratios=(("expand", 0.25),))).model
+    pruned = compress(model, CompressOptions(round_to=1, ratio=0.0, layer_ratios=(("expand", 0.25),))).model
     depthwise = next(n for n in pruned.graph.node if n.name == "dw")
     assert helper.get_attribute_value(next(a for a in depthwise.attribute if a.name == "group")) == 3
 
@@ -137,9 +137,9 @@ def test_every_construct_prunes_and_runs(name):
     """Nothing removed: the same function; 30% removed: a model that runs with the original's
     inputs and output shapes and is narrower."""
     model = BUILDERS[name]()
-    same = compress(model, CompressOptions(ratio=0.0))
+    same = compress(model, CompressOptions(round_to=1, ratio=0.0))
     assert all(not layer.removed for layer in same.report.layers)
-    result = compress(model, CompressOptions(ratio=0.3))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.3))
     assert result.report.validation.runtime
     assert result.report.macs_after < result.report.macs_before
     assert [i.name for i in result.model.graph.input] == [i.name for i in model.graph.input]
@@ -148,11 +148,11 @@ def test_every_construct_prunes_and_runs(name):
 
 def test_what_cannot_be_narrowed_is_refused_with_its_reason():
     with pytest.raises(NothingToPruneError, match=r"grouped Conv conv2 \(group=2\)"):
-        compress(BUILDERS["grouped_conv"](), CompressOptions(ratio=0.3))
+        compress(BUILDERS["grouped_conv"](), CompressOptions(round_to=1, ratio=0.3))
 
 
 def test_constant_node_weights_are_canonicalised_first():
-    result = compress(BUILDERS["constant_weights"](), CompressOptions(ratio=0.3))
+    result = compress(BUILDERS["constant_weights"](), CompressOptions(round_to=1, ratio=0.3))
     assert any("Constant" in line for line in result.report.canonicalised)
     assert result.report.macs_after < result.report.macs_before
 
@@ -160,7 +160,7 @@ def test_constant_node_weights_are_canonicalised_first():
 @pytest.mark.parametrize("name", ["quantized_qdq", "quantized_qlinear", "quantized_integer"])
 def test_quantized_constructs_are_refused(name):
     with pytest.raises(InputError, match="quantized"):
-        compress(BUILDERS[name](), CompressOptions(ratio=0.3))
+        compress(BUILDERS[name](), CompressOptions(round_to=1, ratio=0.3))
 
 
 def _conv_op_conv(middle, inits, opset, c_mid=4, out_size=8):
@@ -184,7 +184,7 @@ def _conv_op_conv(middle, inits, opset, c_mid=4, out_size=8):
 def _same_as_masked(model):
     """method=prune removes conv1's channels; the original with conv2's columns of those
     channels zeroed computes the same function when every rule is sound."""
-    result = compress(model, CompressOptions(ratio=0.5, method="prune"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5, method="prune"))
     removed = next(layer.removed for layer in result.report.layers if layer.name == "conv1")
     assert removed
     masked = onnx.ModelProto()
@@ -215,7 +215,7 @@ def test_resize_of_the_channel_axis_keeps_the_channels_whole():
                            helper.make_node("Resize", ["r1", "", "f_scales"], ["m"], mode="nearest")],
                           {"f_scales": [1, 2, 1, 1], "w2": np.ones((5, 8, 3, 3))}, opset=13)
     with pytest.raises(NothingToPruneError, match="resizes the channel axis"):
-        compress(model, CompressOptions(ratio=0.3))
+        compress(model, CompressOptions(round_to=1, ratio=0.3))
 
 
 def test_resize_sizes_that_count_the_channels_are_recounted():
@@ -240,9 +240,9 @@ def test_softmax_before_opset_13_normalises_from_its_axis_on(opset):
     output (the rule took the default as -1 and only the axis itself as normalised)."""
     default = _conv_op_conv([helper.make_node("Softmax", ["c1"], ["m"])], {}, opset=opset)
     with pytest.raises(NothingToPruneError, match="normalises over the channels"):
-        compress(default, CompressOptions(ratio=0.3))
+        compress(default, CompressOptions(round_to=1, ratio=0.3))
     with pytest.raises(NothingToPruneError, match="normalises over the channels"):
-        compress(_conv_op_conv(_nhwc_softmax(2), {}, opset=opset), CompressOptions(ratio=0.3))
+        compress(_conv_op_conv(_nhwc_softmax(2), {}, opset=opset), CompressOptions(round_to=1, ratio=0.3))
     _same_as_masked(_conv_op_conv([helper.make_node("Softmax", ["c1"], ["m"], axis=2)], {}, opset=opset))  # H, W
 
 
@@ -250,4 +250,4 @@ def test_softmax_from_opset_13_normalises_over_its_axis_alone():
     _same_as_masked(_conv_op_conv(_nhwc_softmax(2), {}, opset=13))  # W of NHWC
     with pytest.raises(NothingToPruneError, match="normalises over the channels"):
         compress(_conv_op_conv([helper.make_node("Softmax", ["c1"], ["m"], axis=1)], {}, opset=13),
-                 CompressOptions(ratio=0.3))
+                 CompressOptions(round_to=1, ratio=0.3))

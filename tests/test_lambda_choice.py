@@ -49,7 +49,7 @@ def test_the_chosen_pair_has_the_least_expected_error_and_is_exact_for_a_multipl
 def test_lbyl_auto_reports_its_lambdas_per_layer():
     rng = np.random.default_rng(3)
     model = chain_model(rng.standard_normal((8, 3, 3, 3)), rng.standard_normal((4, 8, 3, 3)), b1=rng.standard_normal(8))
-    result = compress(model, CompressOptions(ratio=0.5, method="lbyl-auto"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5, method="lbyl-auto"))
     layer = result.report.layers[0]
     assert LbylLambdas(*layer.lambdas) in LAMBDA_GRID
     assert f"lambda1={layer.lambdas[0]:g} lambda2={layer.lambdas[1]:g}" in result.report.summary()

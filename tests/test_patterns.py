@@ -12,7 +12,7 @@ from builders import run
 from onnx_lbyl import CompressOptions, NothingToPruneError, compress
 from onnx_lbyl.graph.chains import find_chains
 
-EXACT = CompressOptions(ratio=0.25, scope="chains", method="lbyl", lambda1=1.0, lambda2=0.0)
+EXACT = CompressOptions(round_to=1, ratio=0.25, scope="chains", method="lbyl", lambda1=1.0, lambda2=0.0)
 
 
 def text_model(text: str, weights: dict[str, np.ndarray], dtype: type = np.float32) -> onnx.ModelProto:
@@ -41,7 +41,7 @@ def assert_exact(model: onnx.ModelProto, x: np.ndarray, removed: list[int] = [3]
     assert [layer.removed for layer in result.report.layers] == [removed]
     original, pruned = run(model, x)[0], run(result.model, x)[0]
     np.testing.assert_allclose(pruned, original, rtol=1e-4, atol=1e-4)
-    plain = run(compress(model, CompressOptions(ratio=0.25, scope="chains", method="prune")).model, x)[0]
+    plain = run(compress(model, CompressOptions(round_to=1, ratio=0.25, scope="chains", method="prune")).model, x)[0]
     assert not np.allclose(plain, original, rtol=1e-3, atol=1e-3)
 
 
@@ -127,7 +127,7 @@ def test_maxpool_is_skipped_unless_allowed_and_then_labelled_approximate():
     rng = np.random.default_rng(4)
     model = text_model(MAXPOOL_NET, {"w1": rng.standard_normal((4, 3, 3, 3)), "w2": rng.standard_normal((5, 4, 3, 3))})
     with pytest.raises(NothingToPruneError, match="MaxPool, which does not commute with sums"):
-        compress(model, CompressOptions(ratio=0.5, scope="chains"))
+        compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     graph = gs.import_onnx(model)
     chains, _ = find_chains(graph, set(), allow=frozenset({"maxpool"}))
     assert len(chains) == 1 and chains[0].approximations == ("maxpool",)
@@ -145,7 +145,7 @@ def test_relu6_is_skipped_unless_allowed():
             y = Conv <pads = [1, 1, 1, 1]> (a, w2)
         }""", {"w1": rng.standard_normal((4, 3, 3, 3)), "w2": rng.standard_normal((5, 4, 3, 3))})
     with pytest.raises(NothingToPruneError, match="Clip/ReLU6, which is not positively homogeneous"):
-        compress(model, CompressOptions(ratio=0.5, scope="chains"))
+        compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     chains, _ = find_chains(gs.import_onnx(model), set(), allow=frozenset({"relu6"}))
     assert len(chains) == 1 and chains[0].approximations == ("relu6",)
 
@@ -172,7 +172,7 @@ def test_bottleneck_prunes_both_internal_convs_in_one_run():
             s = Add (uc, x)
             y = Relu (s)
         }""", weights)
-    result = compress(model, CompressOptions(ratio=0.5, scope="chains"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     assert [(layer.name, layer.channels_after) for layer in result.report.layers] == [("wa", 4), ("wb", 4)]
     widths = {t.name: list(t.dims) for t in result.model.graph.initializer}
     assert widths["wa"] == [4, 16, 1, 1] and widths["wb"] == [4, 4, 3, 3] and widths["wc"] == [16, 4, 1, 1]
@@ -228,7 +228,7 @@ def test_depthwise_consumer_is_skipped_with_a_reason():
         }""", {"w_expand": rng.standard_normal((8, 4, 1, 1)), "w_dw": rng.standard_normal((8, 1, 3, 3)),
                "w_project": rng.standard_normal((4, 8, 1, 1))})
     with pytest.raises(NothingToPruneError, match="grouped/depthwise"):
-        compress(model, CompressOptions(ratio=0.5, scope="chains"))
+        compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     _, skipped = find_chains(gs.import_onnx(model), set())
     reasons = {s.node: s.reason for s in skipped}
     assert "expand/depthwise/project" in reasons["w_expand"]
@@ -265,7 +265,7 @@ def test_mean_compensation_reaches_a_matmul_consumer_with_or_without_its_add(bia
             {add}
         }}""", {"w1": rng.standard_normal((8, 6)), "b1": rng.normal(1.0, 0.1, 8),
                 "w2": rng.standard_normal((8, 3)), **({"b2": rng.standard_normal(3)} if bias else {})})
-    result = compress(model, CompressOptions(ratio=0.5, scope="chains", method="prune-mean", statistics="probe"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains", method="prune-mean", statistics="probe"))
     ops = [n.op_type for n in result.model.graph.node]
     assert ops.count("Add") == 1
     assert run(result.model, rng.standard_normal((4, 6)))[0].shape == (4, 3)
@@ -274,7 +274,7 @@ def test_mean_compensation_reaches_a_matmul_consumer_with_or_without_its_add(bia
 def test_allowed_maxpool_chain_is_pruned_and_reported_approximate():
     rng = np.random.default_rng(12)
     model = text_model(MAXPOOL_NET, {"w1": rng.standard_normal((4, 3, 3, 3)), "w2": rng.standard_normal((5, 4, 3, 3))})
-    result = compress(model, CompressOptions(ratio=0.5, scope="chains", allow_approximate=("maxpool",)))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5, scope="chains", allow_approximate=("maxpool",)))
     assert result.report.layers[0].approximations == ["maxpool"]
     assert "(approximate: maxpool)" in result.report.summary()
     assert run(result.model, rng.standard_normal((2, 3, 8, 8)))[0].shape == (2, 5, 4, 4)

@@ -23,14 +23,14 @@ def test_lbyl_restores_a_positive_multiple_exactly_and_prune_does_not(with_bn):
     x = rng.standard_normal((2, C_IN, 6, 6))
     original = run(model, x)[0]
 
-    exact = compress(model, CompressOptions(ratio=0.25, method="lbyl", lambda1=1.0, lambda2=0.0))
+    exact = compress(model, CompressOptions(round_to=1, ratio=0.25, method="lbyl", lambda1=1.0, lambda2=0.0))
     assert exact.report.layers[0].removed == [3]
     assert _relative_error(original, run(exact.model, x)[0]) < 1e-5
 
-    nearly = compress(model, CompressOptions(ratio=0.25, method="lbyl", lambda1=1.0, lambda2=1e-9))
+    nearly = compress(model, CompressOptions(round_to=1, ratio=0.25, method="lbyl", lambda1=1.0, lambda2=1e-9))
     assert _relative_error(original, run(nearly.model, x)[0]) < 1e-5
 
-    pruned = compress(model, CompressOptions(ratio=0.25, method="prune"))
+    pruned = compress(model, CompressOptions(round_to=1, ratio=0.25, method="prune"))
     assert pruned.report.layers[0].removed == [3]
     assert _relative_error(original, run(pruned.model, x)[0]) > 1e-2
 
@@ -39,7 +39,7 @@ def test_merge_restores_a_positive_multiple_exactly_without_batchnorm():
     rng = np.random.default_rng(2)
     model = multiple_case(rng, with_bn=False)
     x = rng.standard_normal((2, C_IN, 6, 6))
-    merged = compress(model, CompressOptions(ratio=0.25, method="merge"))
+    merged = compress(model, CompressOptions(round_to=1, ratio=0.25, method="merge"))
     assert merged.report.layers[0].compensated == 1
     assert _relative_error(run(model, x)[0], run(merged.model, x)[0]) < 1e-5
 
@@ -75,7 +75,7 @@ def test_ratio_zero_keeps_structure_and_values():
     rng = np.random.default_rng(4)
     model = chain_model(rng.standard_normal((N, C_IN, 3, 3)), rng.standard_normal((M, N, 3, 3)),
                         bn=random_bn(rng, N))
-    result = compress(model, CompressOptions(ratio=0.0))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.0))
     assert [n.op_type for n in result.model.graph.node] == [n.op_type for n in model.graph.node]
     shapes = lambda m: {t.name: list(t.dims) for t in m.graph.initializer}  # noqa: E731
     assert shapes(result.model) == shapes(model)
@@ -94,7 +94,7 @@ def test_batchnorm_and_folded_exports_give_the_same_pruned_function(method, crit
     folded_w, folded_b = fold_bn(w1, b1, bn)
     folded = chain_model(folded_w, w2, b1=folded_b, b2=b2)
 
-    options = CompressOptions(ratio=0.5, method=method, criterion=criterion)
+    options = CompressOptions(round_to=1, ratio=0.5, method=method, criterion=criterion)
     a, b = compress(with_bn, options), compress(folded, options)
     assert a.report.layers[0].removed == b.report.layers[0].removed
     x = rng.standard_normal((3, C_IN, 6, 6))

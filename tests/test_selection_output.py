@@ -165,7 +165,7 @@ def test_calibration_with_activations_fit_is_least_squares_on_the_samples():
     rng = np.random.default_rng(5)
     model, _ = _one_by_one_chain(rng)
     x = rng.standard_normal((300, 3, 4, 4)).astype(np.float32)
-    result = compress(model, CompressOptions(ratio=0.5, method="moments", calibration={"x": x}))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.5, method="moments", calibration={"x": x}))
     kept = np.array([int(i) for i in range(6) if i not in result.report.layers[0].removed])
     removed = np.array(result.report.layers[0].removed)
     # activations of the original, per position
@@ -245,7 +245,7 @@ def test_moments_greedy_restores_an_exact_duplicate_channel():
     w2 = rng.standard_normal((4, 6, 3, 3))
     model = chain_model(w1, w2, b1=b1)
     x = rng.standard_normal((16, 3, 6, 6)).astype(np.float32)
-    result = compress(model, CompressOptions(ratio=0.1, method="moments-greedy", calibration={"x": x}))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.1, method="moments-greedy", calibration={"x": x}))
     assert result.report.layers[0].removed in ([1], [5])
     np.testing.assert_allclose(run(result.model, x)[0], run(model, x)[0], rtol=1e-4, atol=1e-4)
 

@@ -115,13 +115,13 @@ def test_mean_correction_makes_the_expected_output_error_zero(method):
     x = rng.standard_normal((1, C_IN, 300, 300))  # 90,000 independent positions
     original = run(model, x)[0]
 
-    corrected = compress(model, CompressOptions(ratio=0.4, method=method))
+    corrected = compress(model, CompressOptions(round_to=1, ratio=0.4, method=method))
     error = (original - run(corrected.model, x)[0]).reshape(M, -1)
     standard_error = error.std(axis=1) / np.sqrt(error.shape[1])
     assert np.all(np.abs(error.mean(axis=1)) < SIGMAS * standard_error)
 
     base = method.replace("-mean", "") if method != "moments" else "prune"
-    uncorrected = compress(model, CompressOptions(ratio=0.4, method=base))
+    uncorrected = compress(model, CompressOptions(round_to=1, ratio=0.4, method=base))
     shift = (original - run(uncorrected.model, x)[0]).reshape(M, -1).mean(axis=1)
     assert np.max(np.abs(shift)) > 50 * np.max(standard_error)  # there was a shift to remove
 
@@ -133,7 +133,7 @@ def test_moments_has_the_smallest_expected_squared_error_when_its_model_holds():
     original = run(model, x)[0]
     errors = {}
     for method in ("prune-mean", "lbyl-mean", "merge-mean", "moments"):
-        pruned = compress(model, CompressOptions(ratio=0.4, method=method)).model
+        pruned = compress(model, CompressOptions(round_to=1, ratio=0.4, method=method)).model
         errors[method] = float(np.mean((original - run(pruned, x)[0]) ** 2))
     assert errors["moments"] == min(errors.values())
 
@@ -142,7 +142,7 @@ def test_a_conv2_without_bias_gets_its_own_new_bias_and_one_with_bias_keeps_its_
     rng = np.random.default_rng(5)
     for with_bias in (False, True):
         model = _white_input_case(rng, with_conv2_bias=with_bias)
-        pruned = compress(model, CompressOptions(ratio=0.4, method="lbyl-mean")).model
+        pruned = compress(model, CompressOptions(round_to=1, ratio=0.4, method="lbyl-mean")).model
         onnx.checker.check_model(pruned, full_check=True)
         conv2 = [n for n in pruned.graph.node if n.name == "conv2"][0]
         assert len(conv2.input) == 3
@@ -152,7 +152,7 @@ def test_a_conv2_without_bias_gets_its_own_new_bias_and_one_with_bias_keeps_its_
     # the baselines never touch Conv2's bias
     model = _white_input_case(rng, with_conv2_bias=False)
     for method in ("lbyl", "merge", "prune"):
-        conv2 = [n for n in compress(model, CompressOptions(ratio=0.4, method=method)).model.graph.node if n.name == "conv2"][0]
+        conv2 = [n for n in compress(model, CompressOptions(round_to=1, ratio=0.4, method=method)).model.graph.node if n.name == "conv2"][0]
         assert len(conv2.input) == 2
 
 
@@ -165,7 +165,7 @@ def test_statistical_methods_restore_a_positive_multiple_exactly(method, with_bn
     model = multiple_case(rng, with_bn)
     x = rng.standard_normal((2, 3, 6, 6))
     original = run(model, x)[0]
-    options = CompressOptions(ratio=0.25, method=method, lambda1=1.0, lambda2=0.0)
+    options = CompressOptions(round_to=1, ratio=0.25, method=method, lambda1=1.0, lambda2=0.0)
     result = compress(model, options)
     assert result.report.layers[0].removed == [3]
     restored = run(result.model, x)[0]

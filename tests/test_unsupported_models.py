@@ -170,14 +170,14 @@ def test_subgraph_layers_lists_each_with_its_holder():
 
 
 def test_a_chain_outside_the_if_is_still_pruned():
-    result = compress(if_model(outer_chain=True), CompressOptions(ratio=0.5, scope="chains"))
+    result = compress(if_model(outer_chain=True), CompressOptions(round_to=1, ratio=0.5, scope="chains"))
     assert result.report.layers[0].name == "conv1" and result.report.layers[0].channels_after == 3
 
 
 def test_an_if_on_a_constant_is_folded_and_its_branch_pruned():
     """Canonicalisation inlines the branch a constant condition takes; its layers are then
     ordinary layers of the graph."""
-    result = compress(if_model(outer_chain=True), CompressOptions(ratio=0.5))
+    result = compress(if_model(outer_chain=True), CompressOptions(round_to=1, ratio=0.5))
     assert any("If" in line for line in result.report.canonicalised)
     assert [layer.name for layer in result.report.layers] == ["conv1", "branch_then_conv1", "conv2"]
     assert subgraph_layers(result.model) == []

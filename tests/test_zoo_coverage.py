@@ -32,7 +32,7 @@ def _chains(model, allow=()):
 @pytest.mark.parametrize("fold_bn", [False, True], ids=["bn", "folded"])
 def test_resnet50_prunes_both_internal_convs_of_every_bottleneck(fold_bn):
     model = zoo.build("resnet50", fold_bn=fold_bn, **SMALL)
-    result = compress(model, CompressOptions(ratio=0.3, scope="chains"))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.3, scope="chains"))
     assert result.report.chains_found == 32  # 16 bottlenecks x (1x1 -> 3x3, 3x3 -> 1x1)
     assert result.report.validation.runtime
     assert result.report.macs_after < result.report.macs_before
@@ -47,7 +47,7 @@ def test_vgg16_bn_needs_the_maxpool_approximation_for_its_last_conv_of_each_stag
     assert len(chains) == 15
     flattened = [c for c in chains if c.consumer.op == "Gemm" and c.producer.op == "Conv"]
     assert len(flattened) == 1 and flattened[0].approximations == ("maxpool",)
-    result = compress(model, CompressOptions(ratio=0.3, allow_approximate=("maxpool",)))
+    result = compress(model, CompressOptions(round_to=1, ratio=0.3, allow_approximate=("maxpool",)))
     assert sum(1 for layer in result.report.layers if layer.approximations) == 5
 
 
@@ -60,10 +60,10 @@ def test_mobilenet_v2_expand_blocks_are_skipped_with_reasons():
 
 def test_keras_style_nhwc_cnn_and_mlp():
     keras = bench_coverage.keras_style_cnn()
-    result = compress(keras, CompressOptions(ratio=0.3, scope="chains"))
+    result = compress(keras, CompressOptions(round_to=1, ratio=0.3, scope="chains"))
     assert result.report.chains_found == 4
     assert result.report.validation.runtime
-    mlp = compress(bench_coverage.mlp(), CompressOptions(ratio=0.5))
+    mlp = compress(bench_coverage.mlp(), CompressOptions(round_to=1, ratio=0.5))
     assert [(layer.channels_before, layer.channels_after) for layer in mlp.report.layers] == [(300, 150), (100, 50)]
     assert np.isfinite(mlp.report.validation.outputs[0].relative_l2_error)
 
