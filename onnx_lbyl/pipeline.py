@@ -264,6 +264,10 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
     feeds, label = _validation_batch(model, inputs, options, scratch)
     stage(f"validating on {next(iter(feeds.values())).shape[0] if feeds else 0} {label} sample(s)")
     nothing_removed = not any(layer.removed for layer in layers)
+    if nothing_removed and options.round_to > 1 and (options.ratio > 0 or options.target_macs is not None):
+        report.warnings.append(f"nothing was removed: kept counts rounded up to multiples of {options.round_to} "
+                               "(or of 4 and 2 in narrow layers) keep every layer whole here; give a larger "
+                               "--ratio, or --round-to 1 for exact counts")
     staged = None
     if is_large(pruned):
         staged = StagedModel(pruned, output if output is not None else scratch.folder / "pruned.onnx")

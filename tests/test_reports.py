@@ -129,22 +129,28 @@ def test_validation_uses_calibration_samples_then_the_given_inputs(tmp_path):
 
 def test_max_drift_fails_the_run_writes_no_model_and_reports_the_drift(tmp_path, capsys):
     out, report = tmp_path / "out.onnx", tmp_path / "r.json"
-    assert main([str(SHIPPED), str(out), "--ratio", "0.1", "--max-drift", "0.001", "--report", str(report), "-q"]) == 1
+    assert main([str(SHIPPED), str(out), "--ratio", "0.3", "--max-drift", "0.001", "--report", str(report), "-q"]) == 1
     err = _one_error_line(capsys)
     assert "above --max-drift 0.001; nothing written" in err and "relative L2 on 64 synthetic image" in err
     assert not out.exists()
     data = json.loads(report.read_text())
     assert data["outcome"] == "failed validation" and data["validation"]["outputs"][0]["relative_l2_error"] > 0.001
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # nothing else left behind
-    assert main([str(SHIPPED), str(out), "--ratio", "0.1", "--max-drift", "100", "-q"]) == 0
+    assert main([str(SHIPPED), str(out), "--ratio", "0.3", "--max-drift", "100", "-q"]) == 0
     assert out.exists()
 
 
 def test_a_large_drift_warns_without_max_drift(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(validate_module, "DRIFT_WARNING", 0.0)
-    assert main([str(SHIPPED), str(tmp_path / "out.onnx"), "--ratio", "0.1"]) == 0
+    assert main([str(SHIPPED), str(tmp_path / "out.onnx"), "--ratio", "0.3"]) == 0
     err = capsys.readouterr().err
     assert "onnx-lbyl: warning: output 'logits' drifted" in err and "--max-drift" in err
+
+
+def test_a_ratio_the_rounding_undoes_says_so(tmp_path, capsys):
+    """At --ratio 0.1 every ResNet-20 layer (16, 32, 64 wide) rounds back to its width."""
+    assert main([str(SHIPPED), str(tmp_path / "out.onnx"), "--ratio", "0.1"]) == 0
+    assert "onnx-lbyl: warning: nothing was removed: kept counts rounded up to multiples of 8" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf"])
@@ -165,7 +171,7 @@ def test_repeatable_options_take_comma_lists(tmp_path):
     assert reports[0]["options"] == reports[1]["options"]
     assert reports[0]["options"]["exclude"] == ["/layer1/*", "/layer2/*"]
     kept = {layer["name"]: layer["channels_after"] for layer in reports[0]["layers"]}
-    assert kept["/layer1/layer1.0/conv1/Conv"] == 16 and kept["/layer3/layer3.0/conv1/Conv"] == 44
+    assert kept["/layer1/layer1.0/conv1/Conv"] == 16 and kept["/layer3/layer3.0/conv1/Conv"] == 48  # 44 rounded to 8
 
 
 def test_a_wrong_item_in_a_comma_list_is_named(tmp_path, capsys):
