@@ -16,7 +16,6 @@ import json
 import math
 import os
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .arrays import read_npz
 from .errors import InputError, first_line
 from .graph.io import load_model
 from .validate import model_inputs
@@ -69,23 +69,12 @@ def load_dataset(path: str | os.PathLike, channels: int | None = None) -> Datase
 
 
 def _load_npz(path: Path) -> Dataset:
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as handle:
-            kind = "an .npy file (one array)" if handle.read(6) == b"\x93NUMPY" else "not an .npz file"
-        raise InputError(f"{path} is {kind}; DATA must be an .npz with 'images' and 'labels' or an image folder")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = list(data.files)
-            missing = [k for k in ("images", "labels") if k not in files]
-            if missing:
-                found = ", ".join(files) if files else "nothing"
-                raise InputError(f"{path} must hold arrays 'images' (NCHW) and 'labels'; found {found}")
-            images, labels = data["images"], data["labels"]
-            classes = [str(c) for c in data["classes"].tolist()] if "classes" in files else None
-    except InputError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled arrays), OSError
-        raise InputError(f"cannot read {path} as an .npz file: {first_line(exc)}")
+    arrays = read_npz(path, "DATA")
+    missing = [k for k in ("images", "labels") if k not in arrays]
+    if missing:
+        raise InputError(f"{path} must hold arrays 'images' (NCHW) and 'labels'; found {', '.join(arrays)}")
+    images, labels = arrays["images"], arrays["labels"]
+    classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else None
     if not isinstance(classes, list) or (classes and not all(isinstance(c, str) for c in classes)):
         classes = None
     return _checked(Dataset(images, labels, str(path), classes))

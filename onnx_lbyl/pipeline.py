@@ -175,15 +175,19 @@ def inspect(model: onnx.ModelProto | str | os.PathLike, options: CompressOptions
     options = (options or CompressOptions()).check()
     started = time.perf_counter()
     source = str(model) if isinstance(model, (str, os.PathLike)) else None
-    if source is not None:
-        model = load_model(model)
-    else:
-        check_input_model(model)
     report = CompressionReport(tool_version=__version__, options=options.to_dict(), input=source, outcome="inspected")
-    found = analyse_model(model, options)
+    found = analyse_model(_loaded(model), options)
     _describe_analysis(report, found)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _loaded(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    """The model a path names, read and checked; a ModelProto checked as it is."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    check_input_model(model)
+    return model
 
 
 def _describe_analysis(report: CompressionReport, found: Analysis) -> None:
@@ -218,14 +222,14 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
                      output: str | os.PathLike | None, scratch: Scratch, report: CompressionReport,
                      stage: Callable[[str], None]) -> CompressionResult:
     source = report.input
-    if source is not None:
-        model = load_model(model)
-    else:
-        check_input_model(model)
+    model = _loaded(model)
     if isinstance(options.calibration, (str, os.PathLike)):
         calibration_feeds(model, options.calibration)  # an unusable file is refused before any work
-    if isinstance(inputs, (str, os.PathLike)):
-        load_inputs(inputs, model)
+    feeds, label = None, None
+    if isinstance(inputs, (str, os.PathLike)):  # read once, refused before any work
+        feeds, label = load_inputs(inputs, model), os.path.basename(str(inputs))
+    elif isinstance(inputs, dict):
+        feeds, label = inputs, "given"
     found = analyse_model(model, options)  # no stage line before it: its refusals stay one line
     _describe_analysis(report, found)
     options, model, graph, chains, groups = found.options, found.model, found.graph, found.chains, found.groups
@@ -261,7 +265,8 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
         original_path = source if source is not None else scratch.original(model)
         if source is not None:
             model = without_weights(model)
-    feeds, label = _validation_batch(model, inputs, options, scratch)
+    if feeds is None:
+        feeds, label = _validation_batch(model, options)
     stage(f"validating on {next(iter(feeds.values())).shape[0] if feeds else 0} {label} sample(s)")
     nothing_removed = not any(layer.removed for layer in layers)
     if nothing_removed and options.round_to > 1 and (options.ratio > 0 or options.target_macs is not None):
@@ -499,15 +504,10 @@ def _export(graph: gs.Graph, template: onnx.ModelProto, options: CompressOptions
         return model  # strict inference in validation says what is wrong
 
 
-def _validation_batch(model: onnx.ModelProto, inputs, options: CompressOptions, scratch: Scratch
-                      ) -> tuple[dict[str, np.ndarray], str]:
-    """The batch both models run on for validation, and what it is, for the summary: the user's
-    --inputs, else the first rows of the calibration data, else synthetic natural-looking images
-    through the model's preprocessing (sources.validation_feeds); always at the stated or
+def _validation_batch(model: onnx.ModelProto, options: CompressOptions) -> tuple[dict[str, np.ndarray], str]:
+    """The batch both models run on for validation when the user gives no --inputs, and what it
+    is, for the summary: the first rows of the calibration data, else synthetic natural-looking
+    images through the model's preprocessing (sources.validation_feeds); always at the stated or
     declared shapes, never at 1x1 spatial dimensions (graph.input_shapes refuses to guess)."""
-    if isinstance(inputs, dict):
-        return inputs, "given"
-    if inputs is not None:
-        return load_inputs(inputs, model), os.path.basename(str(inputs))
     return validation_feeds(model, options.seed, options.calibration, options.validation_batch,
                             options.input_shapes)

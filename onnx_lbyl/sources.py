@@ -106,14 +106,13 @@ def validation_feeds(model: onnx.ModelProto, seed: int, calibration=None, rows: 
     other input. `rows` samples when the batch axis is dynamic (None: VALIDATION_ROWS bounds,
     VALIDATION_MAX_VALUES); a fixed batch axis keeps its size."""
     infos = shaped_inputs(model, shapes)
-    fixed = {i.name: (declared_dims(i) or [None])[0] for i in infos}
+    batch = next((dims[0] for dims in map(declared_dims, infos) if dims and dims[0] is not None), None)
     per_row = max((int(np.prod([d or 1 for d in (declared_dims(i) or [1])[1:]])) for i in infos), default=1)
     low, high = VALIDATION_ROWS
     wanted = rows if rows is not None else max(low, min(high, VALIDATION_MAX_VALUES // max(per_row, 1)))
     if calibration is not None:
         feeds = calibration_feeds(model, calibration)
         count = min(len(v) for v in feeds.values())
-        batch = next((b for b in fixed.values() if b is not None), None)
         take = min(count, wanted) if batch is None else batch
         if count >= take:
             return {name: np.ascontiguousarray(value[:take]) for name, value in feeds.items()}, "calibration"

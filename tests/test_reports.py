@@ -65,7 +65,7 @@ def test_refusals_before_the_analysis_write_a_report_too(build, outcome, tmp_pat
         assert sum("inside If 'branch'" in s["reason"] for s in data["skipped"]) == 4
 
 
-def test_a_refusal_that_cannot_write_its_report_still_says_why(tmp_path, capsys):
+def test_a_report_path_that_is_a_directory_is_refused_before_any_work(tmp_path, capsys):
     path = _chain(tmp_path, relu_also_to_output=True)
     report = tmp_path / "r.json"
     report.mkdir()  # a directory: refused up front by the path checks, before any work
