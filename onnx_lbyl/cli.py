@@ -108,7 +108,7 @@ def _comma_list(choices: tuple[str, ...] | None = None):
 @click.argument("input_path", metavar="IN.onnx")
 @click.argument("output_path", metavar="OUT.onnx")
 @click.option("--ratio", "-r", type=float, default=0.3, show_default=True,
-              help="Fraction of output channels removed from every prunable Conv, in [0, 1).")
+              help="Fraction of the channels removed from every prunable group (kept counts rounded up to --round-to), in [0, 1).")
 @click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
               help="How removed channels are compensated. " + _choices_help(METHOD_HELP) + ".")
 @click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l2", show_default=True,
@@ -177,10 +177,13 @@ def compress_command(input_path, output_path, ratio, method, criterion, seed, la
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.
 
-    A prunable chain is Conv/Gemm/MatMul -> [BatchNormalization] -> Relu -> [Identity,
-    Dropout, zero Pad, average pooling, Flatten] -> Conv/Gemm/MatMul whose middle tensors
-    nothing else reads; residual-coupled layers, grouped Convs and shared or input-fed
-    weights are left alone and listed in the report. The input file is never modified.
+    What is pruned (the default --scope groups) is every channel group the analysis proves
+    safe: the channels a set of producers (Conv, ConvTranspose, Gemm, MatMul) share with the
+    layers that read them, through any elementwise activation, BN, depthwise Convs, residual
+    Adds, squeeze-excitation gates, Concat/Split, pooling and layout ops. Anything it cannot
+    prove safe (shared or input-fed weights, an unknown operator on the path) is left whole
+    and listed with its reason (`onnx-lbyl inspect` lists them without pruning). The input
+    file is never modified; OUT.onnx is written only after it validated.
     """
     _third_party_output(verbose)
     from .pipeline import compress  # deferred: `--help` stays fast

@@ -33,19 +33,30 @@ class ProbedStatistics:
 
 
 class _Accumulator:
-    """Running sums for a mean and covariance over columns, in float64."""
+    """Running sums for a mean and covariance over columns, in float64. The sums are of the
+    values minus a per-channel shift (the first batch's mean), so that the raw second moments
+    do not cancel catastrophically when a channel's mean is large against its spread."""
 
     def __init__(self) -> None:
-        self.count, self.total, self.outer = 0, None, None
+        self.count, self.total, self.outer, self.shift = 0, None, None, None
 
-    def add(self, rows: np.ndarray) -> None:  # rows: (channels, samples)
+    def add(self, rows: np.ndarray) -> np.ndarray:  # rows: (channels, samples)
+        """Add the columns of `rows`; returns them shifted (what the sums were taken of)."""
         if self.total is None:
+            self.shift = rows.mean(axis=1)
             self.total, self.outer = np.zeros(rows.shape[0]), np.zeros((rows.shape[0],) * 2)
+        shifted = rows - self.shift[:, None]
         self.count += rows.shape[1]
-        self.total += rows.sum(axis=1)
-        self.outer += rows @ rows.T
+        self.total += shifted.sum(axis=1)
+        self.outer += shifted @ shifted.T
+        return shifted
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        mean, cov = self._central()
+        return mean + self.shift, cov
+
+    def _central(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (of the shifted values) and covariance."""
         mean = self.total / self.count
         cov = (self.outer - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
         return mean, 0.5 * (cov + cov.T)
@@ -58,39 +69,49 @@ class _ShrunkAccumulator(_Accumulator):
     one sample per image, so a 1280-channel covariance from a few dozen probe images (or a few
     hundred calibration images) has rank below its size; its zero conditional variances would
     say that any channel can be removed for free. With fewer samples than channels the
-    intensity is at least channels / samples for that reason. The fourth moments this needs are accumulated from raw sums and centred at
-    the end."""
+    intensity is at least channels / samples for that reason.
+
+    Only the sum of those variances is needed, and the variance of s_ij is the sample variance
+    of the products y_i y_j (y the centred values), which is never negative; so the sum over
+    i != j of E[y_i^2 y_j^2] is E[||y||^4] minus the diagonal's E[y_i^4]. Both follow from
+    O(channels) sums per sample (||x||^4, ||x||^2 x and the per-channel powers of x), centred
+    at the end, instead of two channels x channels products per batch."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.square_square = self.square_linear = None
+        self.powers = self.norm_weighted = None  # per channel: sums of x^2, x^3, x^4; sum of ||x||^2 x
+        self.norm_fourth = 0.0  # sum of ||x||^4
 
-    def add(self, rows: np.ndarray) -> None:
-        super().add(rows)
-        squares = rows * rows
-        if self.square_square is None:
-            self.square_square, self.square_linear = np.zeros_like(self.outer), np.zeros_like(self.outer)
-        self.square_square += squares @ squares.T  # sum a_i^2 a_j^2
-        self.square_linear += squares @ rows.T  # sum a_i^2 a_j
+    def add(self, rows: np.ndarray) -> np.ndarray:
+        shifted = super().add(rows)
+        squares = shifted * shifted
+        norms = squares.sum(axis=0)  # ||x_s||^2 per sample
+        if self.powers is None:
+            self.powers, self.norm_weighted = np.zeros((3, rows.shape[0])), np.zeros(rows.shape[0])
+        self.powers += (squares.sum(axis=1), (squares * shifted).sum(axis=1), (squares * squares).sum(axis=1))
+        self.norm_fourth += float(norms @ norms)
+        self.norm_weighted += shifted @ norms
+        return shifted
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         mean, cov = super().moments()
         n = self.count
         if n < 2:
             return mean, cov
-        m = mean
-        second = self.outer / n  # E[a_i a_j]
-        first_sq = np.diag(second)  # E[a_i^2]
-        sq_lin = self.square_linear / n  # E[a_i^2 a_j]
-        # E[(a_i - m_i)^2 (a_j - m_j)^2], expanded in raw moments
-        fourth = (self.square_square / n - 2 * sq_lin * m[None, :] - 2 * sq_lin.T * m[:, None]
-                  + first_sq[:, None] * (m * m)[None, :] + (m * m)[:, None] * first_sq[None, :]
-                  + 4 * np.outer(m, m) * second - 3 * np.outer(m * m, m * m))
+        m, _ = self._central()  # the mean of the shifted values, which the sums are of
+        square_norm = float(m @ m)
+        # sum over samples of ||x - m||^4 and, per channel, of (x_i - m_i)^4, from the raw sums
+        all_fourth = (self.norm_fourth - 4 * float(self.norm_weighted @ m) + 4 * float(m @ self.outer @ m)
+                      + 2 * float(np.trace(self.outer)) * square_norm - 4 * float(self.total @ m) * square_norm
+                      + n * square_norm ** 2)
+        p2, p3, p4 = self.powers
+        diagonal_fourth = p4 - 4 * m * p3 + 6 * m ** 2 * p2 - 4 * m ** 3 * self.total + n * m ** 4
         biased = cov * (n - 1) / n
-        variance = np.maximum(fourth - biased * biased, 0.0) * n / (n - 1) ** 3  # Var of each s_ij
-        off = ~np.eye(cov.shape[0], dtype=bool)
-        denominator = float(np.sum(cov[off] ** 2))
-        intensity = 0.0 if denominator <= 0 else min(1.0, float(np.sum(variance[off])) / denominator)
+        off_fourth = (all_fourth - float(diagonal_fourth.sum())) / n
+        off_biased = float(np.sum(biased * biased) - np.sum(np.diag(biased) ** 2))
+        variance = max(off_fourth - off_biased, 0.0) * n / (n - 1) ** 3  # summed Var of the s_ij, i != j
+        denominator = float(np.sum(cov * cov) - np.sum(np.diag(cov) ** 2))
+        intensity = 0.0 if denominator <= 0 else min(1.0, variance / denominator)
         # fewer samples than channels: the sample covariance is singular whatever its entries'
         # variances say, and its null space would price removals at zero (EfficientNet-Lite0's
         # 1280-channel head read after pooling: 128 samples), so shrink by channels / samples

@@ -1,0 +1,63 @@
+"""The probe's running sums (graph.probe) against the textbook formulas on the whole data,
+and the greedy elimination's in-place symmetric update (numerics.elimination)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnx_lbyl.graph.probe import _Accumulator, _ShrunkAccumulator
+from onnx_lbyl.numerics.elimination import _add_product
+
+
+def _reference(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and Schaefer-Strimmer shrunk covariance of all columns at once, entry by entry."""
+    n = columns.shape[1]
+    mean = columns.mean(axis=1)
+    y = columns - mean[:, None]
+    cov = y @ y.T / (n - 1)
+    products = y[:, None, :] * y[None, :, :]  # y_i y_j per sample
+    variance = products.var(axis=2) * n / (n - 1) ** 3  # Var of each s_ij: the products' spread
+    off = ~np.eye(cov.shape[0], dtype=bool)
+    intensity = min(1.0, variance[off].sum() / (cov[off] ** 2).sum())
+    if n < cov.shape[0]:
+        intensity = max(intensity, min(1.0, cov.shape[0] / n))
+    shrunk = (1 - intensity) * cov
+    shrunk[np.diag_indices_from(shrunk)] = np.diag(cov)
+    return mean, shrunk
+
+
+@pytest.mark.parametrize("channels, samples, batches", [(6, 40, 3), (12, 5, 2), (5, 400, 4)])
+def test_shrunk_sums_equal_the_formulas_on_all_data(channels, samples, batches):
+    rng = np.random.default_rng(channels)
+    mixing = rng.standard_normal((channels, channels))
+    parts = [np.maximum(mixing @ rng.standard_normal((channels, samples)) + 3.0, 0) for _ in range(batches)]
+    accumulator = _ShrunkAccumulator()
+    for part in parts:
+        accumulator.add(part)
+    mean, cov = accumulator.moments()
+    want_mean, want_cov = _reference(np.concatenate(parts, axis=1))
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
+    np.testing.assert_allclose(cov, want_cov, rtol=1e-9, atol=1e-12 * np.abs(want_cov).max())
+
+
+def test_plain_sums_keep_a_large_mean_and_a_small_spread():
+    """The shift by the first batch's mean: a channel at 1e4 +- 1e-3 keeps its variance."""
+    rng = np.random.default_rng(0)
+    parts = [1e4 + 1e-3 * rng.standard_normal((3, 1000)) for _ in range(2)]
+    accumulator = _Accumulator()
+    for part in parts:
+        accumulator.add(part)
+    mean, cov = accumulator.moments()
+    data = np.concatenate(parts, axis=1)
+    np.testing.assert_allclose(np.diag(cov), data.var(axis=1, ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(mean, data.mean(axis=1), rtol=1e-14)
+
+
+def test_in_place_symmetric_update_is_the_sum():
+    rng = np.random.default_rng(1)
+    target = rng.standard_normal((7, 7))
+    target = target + target.T
+    beta, half = rng.standard_normal((7, 2)), rng.standard_normal((7, 2))
+    left, right = np.hstack([beta, half]), np.hstack([half, beta])
+    want = target + left @ right.T
+    np.testing.assert_allclose(_add_product(target.copy(), left, right), want, rtol=1e-13)
