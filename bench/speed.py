@@ -6,16 +6,14 @@
 For each model (bench/zoo.py, BN kept as nodes, ratio 0.3) two operations are measured,
 each in a fresh Python process so that its peak RSS (VmHWM) is its own:
   floor:    onnx.load + onnx.save, the least any tool that rewrites the file must do;
-  compress: onnx_lbyl.compress(path) + the atomic save the CLI does (validation included).
+  compress: onnx_lbyl.compress(path, CompressOptions(ratio=0.3)), every other option at its
+          default (channel groups, data-free probe, validation), + the atomic save the CLI does.
 Times exclude interpreter start-up and imports (reported apart as `baseline_rss_mb`, the
 RSS after imports, so peak minus baseline is what the operation itself added). Each
 operation runs --repeats times (default 2; a compression over 30 s only once) and the
 fastest run is kept: the machine is shared, and the minimum is the figure least disturbed
 by other load.
 The issue's goals: compress time <= 3x the floor and peak RSS <= 3x the model's size.
-
---recommended adds the same table for the pipeline changes the issue's report recommends,
-emulated from the benchmark (see `_recommended_pipeline`).
 
 Scaling: compress time and peak RSS for ResNet-18/34/50/101/152 (one run each), plotted
 against model size. Profile: cProfile of compress on ResNet-50, top functions by
@@ -64,23 +62,6 @@ def _vm_rss_mb() -> float:
     return _proc_status_mb("VmRSS")
 
 
-def _recommended_pipeline() -> None:
-    """Emulate the pipeline change this benchmark recommends (pipeline.py is not ours to edit):
-    `_export` infers shapes with onnx_lbyl.graph.shapes.infer_shapes (weightless) instead of
-    onnx.shape_inference.infer_shapes. The other recommendation, one BLAS thread for the
-    numerics, is applied by the parent through OPENBLAS_NUM_THREADS=1."""
-    import types
-
-    import onnx
-
-    from onnx_lbyl import pipeline
-    from onnx_lbyl.graph import shapes
-
-    proxy = types.SimpleNamespace(**{k: getattr(onnx, k) for k in dir(onnx) if not k.startswith("__")})
-    proxy.shape_inference = types.SimpleNamespace(infer_shapes=lambda model, *a, **k: shapes.infer_shapes(model))
-    pipeline.onnx = proxy
-
-
 def child(mode: str, path: str, out: str, ratio: float) -> dict:
     """One measurement, run inside a fresh process (see `measure`)."""
     import onnx
@@ -88,8 +69,6 @@ def child(mode: str, path: str, out: str, ratio: float) -> dict:
     if mode.startswith("compress"):
         from onnx_lbyl import CompressOptions, NothingToPruneError, compress
         from onnx_lbyl.graph.io import save_atomic
-        if mode == "compress-recommended":
-            _recommended_pipeline()
     baseline = _vm_rss_mb()
     started = time.perf_counter()
     record: dict = {}
@@ -97,11 +76,10 @@ def child(mode: str, path: str, out: str, ratio: float) -> dict:
         onnx.save(onnx.load(path), out)
     else:
         try:
-            result = compress(path, CompressOptions(ratio=ratio, scope="chains"))
+            result = compress(path, CompressOptions(ratio=ratio))
             save_atomic(result.model, out)
             record["macs_ratio"] = result.report.macs_after / result.report.macs_before
-            record["chains_pruned"] = result.report.chains_pruned
-        except NothingToPruneError as exc:  # e.g. MobileNetV2: the time to say so is measured
+        except NothingToPruneError as exc:  # the time to say so is measured
             record["error"] = str(exc)
     record.update(seconds=time.perf_counter() - started, peak_rss_mb=_vm_hwm_mb(), baseline_rss_mb=baseline)
     return record
@@ -112,8 +90,7 @@ def measure(mode: str, path: Path, workdir: Path, ratio: float = RATIO) -> dict:
     out = workdir / f"{path.stem}.{mode}.out.onnx"
     code = ("import json, sys; sys.path.insert(0, %r); import speed; "
             "print(json.dumps(speed.child(%r, %r, %r, %r)))" % (str(BENCH), mode, str(path), str(out), ratio))
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1") if mode == "compress-recommended" else None
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} {path.name} failed:\n{done.stderr}")
     record = json.loads(done.stdout.strip().splitlines()[-1])
@@ -135,15 +112,15 @@ def best(records: list[dict]) -> dict:
     return min(records, key=lambda r: r["seconds"])
 
 
-def speed_table(models, workdir: Path, repeats: int, mode: str = "compress") -> list[dict]:
+def speed_table(models, workdir: Path, repeats: int) -> list[dict]:
     rows = []
     for name in models:
         path = model_file(name, workdir)
         size_mb = path.stat().st_size / 1e6
         floor = best([measure("floor", path, workdir) for _ in range(repeats)])
-        comp = [measure(mode, path, workdir)]
+        comp = [measure("compress", path, workdir)]
         while len(comp) < repeats and comp[0]["seconds"] < SLOW:
-            comp.append(measure(mode, path, workdir))
+            comp.append(measure("compress", path, workdir))
         comp = best(comp)
         row = {
             "model": name, "size_mb": round(size_mb, 1),
@@ -168,7 +145,7 @@ def _row_text(r: dict) -> str:
             f"{r['peak_rss_mb']:>12}{r['rss_ratio']:>7.2f}{r['rss_ratio_above_baseline']:>8.2f}  {r['note'][:60]}")
 
 
-def scaling(workdir: Path, recommended: bool = False) -> list[dict]:
+def scaling(workdir: Path) -> list[dict]:
     rows = []
     for name in SCALING_MODELS:
         path = model_file(name, workdir)
@@ -177,12 +154,8 @@ def scaling(workdir: Path, recommended: bool = False) -> list[dict]:
         rows.append({"model": name, "size_mb": round(path.stat().st_size / 1e6, 1),
                      "compress_s": round(rec["seconds"], 2), "floor_s": round(floor["seconds"], 2),
                      "peak_rss_mb": round(rec["peak_rss_mb"])})
-        extra = ""
-        if recommended:
-            rows[-1]["compress_recommended_s"] = round(measure("compress-recommended", path, workdir)["seconds"], 2)
-            extra = f"  (recommended pipeline {rows[-1]['compress_recommended_s']:6.2f} s)"
         print(f"{name:<10} {rows[-1]['size_mb']:>7.1f} MB  compress {rec['seconds']:6.2f} s  "
-              f"load+save {floor['seconds']:5.2f} s  peak {rec['peak_rss_mb']:6.0f} MB{extra}", flush=True)
+              f"load+save {floor['seconds']:5.2f} s  peak {rec['peak_rss_mb']:6.0f} MB", flush=True)
     return rows
 
 
@@ -195,8 +168,6 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
     sizes = [r["size_mb"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(sizes, [r["compress_s"] for r in rows], "o-", label="compress + save")
-    if "compress_recommended_s" in rows[0]:
-        ax1.plot(sizes, [r["compress_recommended_s"] for r in rows], "^-", label="compress, recommended pipeline")
     ax1.plot(sizes, [r["floor_s"] for r in rows], "s--", label="onnx.load + onnx.save")
     ax1.plot(sizes, [GOAL * r["floor_s"] for r in rows], ":", color="grey", label="goal: 3x load+save")
     ax2.plot(sizes, [r["peak_rss_mb"] for r in rows], "o-", label="compress peak RSS")
@@ -222,7 +193,7 @@ from onnx_lbyl import CompressOptions, compress
 from onnx_lbyl.graph.io import save_atomic
 profiler = cProfile.Profile()
 profiler.enable()
-save_atomic(compress({str(path)!r}, CompressOptions(ratio={RATIO}, scope="chains")).model, {str(workdir / 'profile.out.onnx')!r})
+save_atomic(compress({str(path)!r}, CompressOptions(ratio={RATIO})).model, {str(workdir / 'profile.out.onnx')!r})
 profiler.disable()
 text = io.StringIO()
 stats = pstats.Stats(profiler, stream=text)
@@ -267,9 +238,6 @@ def main() -> None:
     p.add_argument("--out", default=str(BENCH / "results"))
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-profile", action="store_true")
-    p.add_argument("--recommended", action="store_true",
-                   help="also time the recommended pipeline changes (one BLAS thread, weightless shape "
-                        "inference in _export), emulated from here, one run per model")
     args = p.parse_args()
     workdir, out = Path(args.workdir), Path(args.out)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -280,12 +248,9 @@ def main() -> None:
 
     print(HEADER + "\n(x size* = (peak - RSS after imports) / size)")
     record["speed"] = speed_table(args.models, workdir, args.repeats)
-    if args.recommended:
-        print("\nwith the recommended pipeline changes (one run each)")
-        record["speed_recommended"] = speed_table(args.models, workdir, 1, "compress-recommended")
     if not args.skip_scaling:
         print("\nscaling (ResNet-18 -> 152, ratio 0.3, one run each)")
-        record["scaling"] = scaling(workdir, args.recommended)
+        record["scaling"] = scaling(workdir)
         plot_scaling(record["scaling"], out / "speed_scaling.png")
     if not args.skip_profile:
         record["profile_resnet50_top"] = profile(workdir, out / "speed_profile_resnet50.txt")
