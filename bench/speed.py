@@ -1,6 +1,6 @@
 """The tool's own cost: wall time and peak memory of `compress` + save on ImageNet-sized CNNs.
 
-    python bench/speed.py                    # the table, the scaling plot, the profile (~7 min)
+    python bench/speed.py                    # the table, the scaling plot, the profile (~15 min)
     python bench/speed.py --models resnet50 --skip-scaling --skip-profile
 
 For each model (bench/zoo.py, BN kept as nodes, ratio 0.3) two operations are measured,
