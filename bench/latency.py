@@ -1,6 +1,6 @@
 """What pruning buys at run time: onnxruntime latency ratio vs MACs ratio, by channel rounding.
 
-    python bench/latency.py                       # 30 min at load average 9 on the 2-core machine; less when quiet
+    python bench/latency.py                       # 12 min on the quiet 2-core machine, 30 at load average 9
     python bench/latency.py --models resnet50 --ratios 0.3 0.5 --rounding exact up8
 
 Every point times what the tool itself writes: `compress(model, CompressOptions(ratio=r,
