@@ -142,7 +142,9 @@ def _comma_list(choices: tuple[str, ...] | None = None):
               help="Remove this fraction of the model's MACs instead of a fixed --ratio (the smallest uniform ratio that reaches it).")
 @click.option("--allocation", type=click.Choice(ALLOCATIONS), default="error", show_default=True,
               help="How --target-macs is shared out: error (with moments-greedy: channels go where the "
-                   "expected output error per MAC saved is lowest) or uniform (one ratio for every layer).")
+                   "expected output error per MAC saved is lowest), sensitivity (as error, each layer's "
+                   "prices scaled by the output drift measured with it alone pruned to half: one model run "
+                   "per layer) or uniform (one ratio for every layer).")
 @click.option("--allow-approximate", metavar="STEP[,STEP]", multiple=True,
               callback=_comma_list(tuple(sorted(APPROXIMATION_HELP))),
               help="Also prune through steps where the compensation is approximate: "

@@ -14,7 +14,7 @@ from .numerics.selection import CRITERIA
 METHODS = ("moments-greedy", "lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments",
            "lbyl-authors", "lbyl-auto")
 SCOPES = ("groups", "chains")
-ALLOCATIONS = ("error", "uniform")
+ALLOCATIONS = ("error", "uniform", "sensitivity")
 DEFAULT_METHOD = "moments-greedy"  # why: README, "Which method is the default"
 DEFAULT_ROUND_TO = 8  # kept channels a multiple of 8: onnxruntime's fast CPU kernels (README, "Speed")
 METHOD_HELP = {
@@ -87,7 +87,9 @@ class CompressOptions:
     allocation: how a `target_macs` is shared out. "error" (default; with moments-greedy, other
         methods use "uniform"): each layer's channels go in the order and amount whose expected
         output error per MAC saved is lowest across the model (planning.allocate); "uniform": one
-        ratio for every layer (the papers' protocol). Chosen on the development models
+        ratio for every layer (the papers' protocol); "sensitivity": as "error", with each
+        layer's prices rescaled by the output drift measured when it alone is pruned to half
+        (onnx_lbyl.sensitivity; one extra model run per layer). Chosen on the development models
         (bench/results/design_checks.md: better on 3 of 4 exports).
     input_shapes: (input name, full shape) pairs (CLI `--input-shape NAME:d0,d1,...`) for
         inputs with dynamic dimensions: the probe, the validation batch and the MACs use them.

@@ -51,6 +51,7 @@ from .group_pruning import GROUP_METHODS, group_curve, group_readers, group_shap
 from .groups import Group, analyse
 from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
+from .sensitivity import SENSITIVITY_KEPT, SENSITIVITY_ROWS, measure_sensitivity, scaled_curves
 from .report import CandidateReport, CompressionReport, LayerReport, SkippedReport
 from .sources import (GROUP_PROBE_IMAGES, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
                       validation_feeds,
@@ -155,6 +156,18 @@ def analyse_model(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
     user_model, canonical_log = model, []
     if not is_large(model):  # a model over 2 GB is taken as it is (canonicalise copies it whole)
         model, canonical_log = canonicalise(model)
+    graph, chains, groups, skipped, skipped_shapes = _find_units(model, options)
+    skipped += [Skipped(layer, f"inside {where}, a body the analysis does not enter")
+                for layer, where in subgraph_layers(model)]
+    unit_macs = _unit_macs(model, options, [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups],
+                           skipped_shapes)
+    return Analysis(user_model, model, canonical_log, graph, chains, groups, skipped, unit_macs, options)
+
+
+def _find_units(model: onnx.ModelProto, options: CompressOptions
+                ) -> tuple[gs.Graph, list[Chain], list[Group], list[Skipped], dict[str, GroupShape]]:
+    """A fresh graph of `model` with its chains and groups (deterministic: the same names on
+    every call, so a unit can be found again in a new copy), and what is left whole."""
     graph = gs.import_onnx(model)
     chains, skipped = find_chains(graph, {i.name for i in model.graph.input}, frozenset(options.allow_approximate))
     groups: list[Group] = []
@@ -162,11 +175,7 @@ def analyse_model(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
     if options.scope == "groups":
         attach_shapes(graph, model, options.input_shapes)
         groups, skipped, skipped_shapes = _groups_beyond_chains(analyse(graph), chains, options.method)
-    skipped += [Skipped(layer, f"inside {where}, a body the analysis does not enter")
-                for layer, where in subgraph_layers(model)]
-    unit_macs = _unit_macs(model, options, [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups],
-                           skipped_shapes)
-    return Analysis(user_model, model, canonical_log, graph, chains, groups, skipped, unit_macs, options)
+    return graph, chains, groups, skipped, skipped_shapes
 
 
 def inspect(model: onnx.ModelProto | str | os.PathLike, options: CompressOptions | None = None) -> CompressionReport:
@@ -240,7 +249,7 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
     stage(f"measuring activation statistics ({'calibration data' if options.calibration is not None else 'data-free'})")
     probed = probe_chains(model, chains, options, scratch)
     group_stats = _group_statistics(model, groups, options, scratch)
-    keeps, report.plan = _kept_per_unit(model, chains, groups, options, probed, group_stats)
+    keeps, report.plan = _kept_per_unit(model, chains, groups, options, probed, group_stats, scratch, stage)
     layers = report.layers
     total = len(chains) + len(groups)
     for index, chain in enumerate(chains, start=1):
@@ -366,24 +375,33 @@ def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: Comp
 
 
 def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Group],
-                   options: CompressOptions, probed, group_stats) -> tuple[dict[str, int], str]:
+                   options: CompressOptions, probed, group_stats, scratch=None,
+                   stage: Callable[[str], None] = lambda text: None) -> tuple[dict[str, int], str]:
     """The channels every chain and group keeps after per-layer rules, the MACs target and rounding.
 
     A MACs target with the default method is met by error-priced allocation (planning.allocate
-    over each unit's removal curve); otherwise, and with allocation="uniform", by the smallest
+    over each unit's removal curve, rescaled by each unit's measured output drift with
+    allocation="sensitivity"); otherwise, and with allocation="uniform", by the smallest
     uniform ratio that reaches it."""
     shapes = [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups]
     ratio = options.ratio
-    if options.target_macs is not None and options.allocation == "error" and options.method == "moments-greedy":
+    if (options.target_macs is not None and options.allocation in ("error", "sensitivity")
+            and options.method == "moments-greedy"):
         ruled = layer_ratios(shapes, 0.0, options.layer_ratios, options.exclude)
         fixed = {s.name: kept_channels(s.channels, ruled[s.name]) for s in shapes
                  if any(fnmatchcase(s.name, p) for p, _r in options.layer_ratios)
                  or any(fnmatchcase(s.name, p) for p in options.exclude)}
         curves = {c.name: _chain_curve(c, options, probed.get(c.name)) for c in chains if c.name not in fixed}
         curves.update({g.name: group_curve(g, group_stats) for g in groups if g.name not in fixed})
+        how = "error per MAC"
+        if options.allocation == "sensitivity" and is_large(model):
+            how = "error per MAC; sensitivity not measured on a model over 2 GB"
+        elif options.allocation == "sensitivity":
+            curves = _sensitivity_curves(model, shapes, curves, options, probed, group_stats, scratch, stage)
+            how = "error per MAC, scaled by measured output drift"
         keeps = allocate(shapes, curves, target_node_macs(model, options.input_shapes), options.target_macs,
                          fixed, options.round_to)
-        return keeps, f"target-macs={options.target_macs} (allocated by error per MAC)"
+        return keeps, f"target-macs={options.target_macs} (allocated by {how})"
     if options.target_macs is not None:
         ratio = ratio_for_target_macs(shapes, target_node_macs(model, options.input_shapes), options.target_macs,
                                       options.layer_ratios, options.exclude, options.round_to)
@@ -391,6 +409,33 @@ def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Gro
     if options.target_macs is not None:
         return keeps, f"target-macs={options.target_macs} (uniform ratio {ratio:g})"
     return keeps, f"ratio={ratio:g}"
+
+
+def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves: dict, options: CompressOptions,
+                        probed, group_stats, scratch, stage: Callable[[str], None]) -> dict:
+    """`curves` rescaled by each unit's output drift when pruned alone (onnx_lbyl.sensitivity)."""
+    widths = {s.name: s.channels for s in shapes}
+    removed = {name: widths[name] - kept_channels(widths[name], SENSITIVITY_KEPT, options.round_to)
+               for name in curves}
+    removed = {name: count for name, count in removed.items() if count > 0}
+    feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
+             else synthetic_feeds(model, options.seed, scratch, rows=SENSITIVITY_ROWS, shapes=options.input_shapes))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
+
+    def prune_alone(name: str, count: int) -> onnx.ModelProto:
+        graph, chains, groups, _skipped, _shapes = _find_units(model, options)
+        keep = widths[name] - count
+        chain = next((c for c in chains if c.name == name), None)
+        if chain is not None:
+            _prune_chain(chain, keep, options, np.random.default_rng(options.seed), graph, probed.get(name))
+        else:
+            prune_groups(graph, [g for g in groups if g.name == name], {name: keep}, options.method,
+                         group_stats, opset)
+        return _export(graph, model, options)
+
+    stage(f"measuring the output drift of {len(removed)} layer(s), each pruned alone")
+    measured = measure_sensitivity(model, removed, prune_alone, feeds)
+    return scaled_curves(curves, measured, removed)
 
 
 def _chain_curve(chain: Chain, options: CompressOptions, probed: ProbedStatistics | None):
