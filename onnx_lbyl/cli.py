@@ -140,7 +140,7 @@ def _comma_list(choices: tuple[str, ...] | None = None):
               help="Never prune the layers whose name matches PATTERN (repeatable or a comma list).")
 @click.option("--target-macs", type=float, default=None, metavar="F",
               help="Remove this fraction of the model's MACs instead of a fixed --ratio (the smallest uniform ratio that reaches it).")
-@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="error", show_default=True,
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="sensitivity", show_default=True,
               help="How --target-macs is shared out: error (with moments-greedy: channels go where the "
                    "expected output error per MAC saved is lowest), sensitivity (as error, each layer's "
                    "prices scaled by the output drift measured with it alone pruned to half: one model run "
@@ -174,7 +174,7 @@ def _comma_list(choices: tuple[str, ...] | None = None):
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
                      exclude=(), target_macs=None, allow_approximate=(), round_to=DEFAULT_ROUND_TO, statistics="auto",
-                     calibration_fit="activations", scope="groups", input_shape=(), allocation="error",
+                     calibration_fit="activations", scope="groups", input_shape=(), allocation="sensitivity",
                      max_drift=None, verbose=False) -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,
     move what they carried into the next layer, validate, and write OUT.onnx.

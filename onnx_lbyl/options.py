@@ -84,13 +84,14 @@ class CompressOptions:
         depthwise blocks, squeeze-excitation, Concat/Split, any activation; groups.graph);
         "chains" only Conv/Gemm/MatMul -> [BN] -> Relu -> Conv chains whose middle nothing
         else reads (the papers' protocol: block-internal layers of a ResNet).
-    allocation: how a `target_macs` is shared out. "error" (default; with moments-greedy, other
-        methods use "uniform"): each layer's channels go in the order and amount whose expected
-        output error per MAC saved is lowest across the model (planning.allocate); "uniform": one
-        ratio for every layer (the papers' protocol); "sensitivity": as "error", with each
-        layer's prices rescaled by the output drift measured when it alone is pruned to half
-        (onnx_lbyl.sensitivity; one extra model run per layer). Chosen on the development models
-        (bench/results/design_checks.md: better on 3 of 4 exports).
+    allocation: how a `target_macs` is shared out (with moments-greedy; other methods use
+        "uniform"). "sensitivity" (default): as "error", with each layer's prices rescaled by
+        the model's output drift measured when that layer alone is pruned to half
+        (onnx_lbyl.sensitivity; one extra model run per layer); chosen on the development models,
+        bench/results/sensitivity_allocation.md. "error": each layer's channels go in the order
+        and amount whose expected output error per MAC saved, at its own consumers, is lowest
+        across the model (planning.allocate); "uniform": one ratio for every layer (the papers'
+        protocol).
     input_shapes: (input name, full shape) pairs (CLI `--input-shape NAME:d0,d1,...`) for
         inputs with dynamic dimensions: the probe, the validation batch and the MACs use them.
         A dynamic batch (the first dimension) stays dynamic; graph.input_shapes says the rest.
@@ -114,7 +115,7 @@ class CompressOptions:
     calibration: object = None  # str | os.PathLike | dict[str, np.ndarray] | None
     calibration_fit: str = "activations"
     scope: str = "groups"
-    allocation: str = "error"  # chosen on the development models: bench/results/design_checks.md
+    allocation: str = "sensitivity"  # chosen on the development models: bench/results/sensitivity_allocation.md
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def check(self) -> "CompressOptions":

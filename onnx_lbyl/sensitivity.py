@@ -8,9 +8,10 @@ magnitude in what they do to the logits. Here each unit is pruned alone, at half
 and the model's outputs on the statistics batch (calibration data, else the probe's synthetic
 images) are compared with the unpruned model's. The ratio of that measured output drift to the
 error the unit's curve predicts at the same count rescales the unit's whole curve, so the shape
-comes from the statistics and the scale from the network; the exponent damps the correction
-(the measured drift is a noisy, non-additive estimate). Chosen on the development models only:
-bench/results/held_out.md.
+comes from the statistics and the scale from the network. The exponent could damp the
+correction (the measured drift is a noisy, non-additive estimate); on the development models
+the full correction (1) did better than 0.5 and than none (bench/results/sensitivity_allocation.md,
+chosen there before the held-out models ran; bench/results/held_out.md).
 
 This module only measures and rescales; which unit is pruned how is the pipeline's
 (`prune_alone`), so it imports neither the graph code nor the solver.
@@ -27,7 +28,7 @@ from .validate import session
 SENSITIVITY_KEPT = 0.5  # each unit pruned alone to this share of its channels
 SENSITIVITY_ROWS = 32  # samples of the statistics batch the outputs are compared on ...
 SENSITIVITY_MAX_VALUES = 1 << 23  # ... fewer when one input would exceed this many numbers
-SENSITIVITY_EXPONENT = 0.5  # curve scale = (measured / predicted) ** this
+SENSITIVITY_EXPONENT = 1.0  # curve scale = (measured / predicted) ** this; 1 beat 0.5 on the development models
 
 
 def sensitivity_feeds(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
