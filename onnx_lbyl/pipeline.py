@@ -464,7 +464,7 @@ def _prune_chain(
         choice = choose_lbyl_lambdas(layer, kept, removed, activation_mean, activation_cov, old_next)
         coefficients, delta = choice.coefficients, None
         chosen = [choice.lambdas.lambda1, choice.lambdas.lambda2]
-    elif method.mean_corrected:
+    elif method.mean_corrected:  # every statistical method but lbyl-auto: S, then E[residual] into the bias
         activation_mean, activation_cov = activation_moments(chain, layer, options, probed)
         if method.greedy_selection:
             kept, removed, coefficients, _ = greedy_output_elimination(
