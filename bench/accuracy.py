@@ -43,7 +43,7 @@ import onnx_lbyl
 from onnx_lbyl import CompressOptions, NothingToPruneError, compress
 from onnx_lbyl.evaluate import Dataset, evaluate, load_dataset, resolve_preprocess
 from onnx_lbyl.graph.cost import model_cost
-from onnx_lbyl.options import METHODS
+from onnx_lbyl.methods import METHODS
 
 import tables
 

@@ -328,7 +328,7 @@ def analysis(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
     chains, _ = find_chains(graph, {i.name for i in canonical.graph.input}, frozenset(options.allow_approximate))
     attach_shapes(graph, canonical, options.input_shapes)
     groups = analyse(graph)
-    beyond, _, _ = _groups_beyond_chains(groups, chains, options.method)
+    beyond, _, _ = _groups_beyond_chains(groups, chains, options.method_spec)
     return Analysis(options, canonical, chains, groups, beyond)
 
 

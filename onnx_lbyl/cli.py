@@ -24,7 +24,8 @@ from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA, CRITERION_HELP
 from .graph.chains import APPROXIMATION_HELP
 from .validate import DRIFT_WARNING
-from .options import CALIBRATION_FITS, DEFAULT_METHOD, DEFAULT_ROUND_TO, METHOD_HELP, METHODS, SCOPES, ALLOCATIONS, STATISTICS_SOURCES, CompressOptions
+from .methods import DEFAULT_METHOD, METHOD_HELP, METHODS
+from .options import CALIBRATION_FITS, DEFAULT_ROUND_TO, SCOPES, ALLOCATIONS, STATISTICS_SOURCES, CompressOptions
 from .paths import ModelFile, check_paths, data_file
 
 EXIT_CODES = "Exit codes: 0 success, 2 bad input or usage, 1 validation failed or internal error, 130 interrupted."
@@ -109,7 +110,7 @@ def _comma_list(choices: tuple[str, ...] | None = None):
 @click.argument("output_path", metavar="OUT.onnx")
 @click.option("--ratio", "-r", type=float, default=0.3, show_default=True,
               help="Fraction of the channels removed from every prunable group (kept counts rounded up to --round-to), in [0, 1).")
-@click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
+@click.option("--method", type=click.Choice(tuple(METHODS)), default=DEFAULT_METHOD, show_default=True,
               help="How removed channels are compensated. " + _choices_help(METHOD_HELP) + ".")
 @click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l2", show_default=True,
               help="Which channels are removed (lowest first). " + _choices_help(CRITERION_HELP) + ".")

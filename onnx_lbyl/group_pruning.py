@@ -22,17 +22,12 @@ from .graph.probe import TensorRequest, probe_tensors
 from .groups import Group, Read
 from .groups.graph import label
 from .groups.rewrite import add_bias, apply_masks, fold_read, input_axis, read_view
+from .methods import Method
 from .numerics.compensation import moment_coefficients
 from .numerics.elimination import ReadView, greedy_group_elimination, removal_curve
 from .numerics.statistics import residual_mean
 from .planning import GroupShape
 from .report import LayerReport
-
-# methods defined on any group (the others are defined on one producer with its BN: chains only)
-GROUP_METHODS = ("moments-greedy", "moments", "prune", "prune-mean")
-_COMPENSATED = ("moments-greedy", "moments")
-_MEAN_CORRECTED = ("moments-greedy", "moments", "prune-mean")
-
 
 @dataclass(frozen=True)
 class ReadStatistics:
@@ -65,24 +60,26 @@ def measure(model: onnx.ModelProto, groups: list[Group], feeds: dict[str, np.nda
     return stats
 
 
-def prune_groups(graph: gs.Graph, groups: list[Group], keeps: dict[str, int], method: str,
+def prune_groups(graph: gs.Graph, groups: list[Group], keeps: dict[str, int], method: Method,
                  stats: dict[tuple[str, int], ReadStatistics], opset: int) -> list[LayerReport]:
-    """Choose, compensate and remove the channels of every group; one report per group."""
+    """Choose, compensate and remove the channels of every group; one report per group.
+    `method` is one that prunes groups (Method.prunes_groups; the pipeline leaves the others'
+    groups whole)."""
     reports, decided = [], []
     for group in groups:
         keep = keeps[group.name]
         views = [read_view(read, group.channels) for read in group.reads]
         read_stats = [stats.get((read.tensor.name, read.offset)) for read in group.reads]  # none for prune
-        if method == "moments-greedy":
+        if method.greedy_selection:
             kept, removed, coefficients, _ = greedy_group_elimination(elimination_views(views, read_stats), keep)
         else:
             kept, removed = _by_producer_norm(group, keep)
-            if method in _COMPENSATED:
+            if method.compensates_groups:
                 coefficients = [moment_coefficients(s.mean, s.cov, kept, removed) for s in read_stats]
             else:
                 coefficients = [np.zeros((kept.size, removed.size)) for _ in group.reads]
         for read, view, s, coef in zip(group.reads, views, read_stats, coefficients):
-            if method in _MEAN_CORRECTED and removed.size:
+            if method.mean_corrected and removed.size:
                 residual = residual_mean(coef, kept, removed, s.mean)
                 add_bias(read.node, view[:, removed].sum(axis=2) @ residual, graph)
             fold_read(read, group.channels, kept, removed, coef)

@@ -8,33 +8,13 @@ from dataclasses import asdict, dataclass, replace
 from .errors import InputError
 from .graph.chains import APPROXIMATIONS
 from .graph.input_shapes import normalise_input_shapes
+from .methods import DEFAULT_METHOD, Method, method_named
 from .numerics.compensation import DEFAULT_LAMBDAS
 from .numerics.selection import CRITERIA
 
-METHODS = ("moments-greedy", "lbyl", "merge", "prune", "lbyl-mean", "merge-mean", "prune-mean", "moments",
-           "lbyl-authors", "lbyl-auto")
 SCOPES = ("groups", "chains")
 ALLOCATIONS = ("error", "uniform", "sensitivity")
-DEFAULT_METHOD = "moments-greedy"  # why: README, "Which method is the default"
 DEFAULT_ROUND_TO = 8  # kept channels a multiple of 8: onnxruntime's fast CPU kernels (README, "Speed")
-METHOD_HELP = {
-    "lbyl": "LBYL: every kept channel absorbs part of each removed one (closed-form ridge)",
-    "merge": "Neuron Merging: each removed channel is merged into its most similar kept one",
-    "prune": "plain pruning: removed channels leave nothing behind (the baseline)",
-    "lbyl-mean": "LBYL, then the expected residual of each removed channel goes into the next bias",
-    "merge-mean": "Neuron Merging, then the expected residual goes into the next bias",
-    "prune-mean": "plain pruning, with each removed channel replaced by its expected value in the next bias",
-    "moments": "best linear predictor of removed activations from kept ones under a Gaussian model "
-    "of the pre-activations (BN statistics), plus the mean correction",
-    "moments-greedy": "moments, with the removed channels chosen (instead of by --criterion) one at a time "
-    "as the one whose removal adds least expected error to the next layer's output",
-    "lbyl-auto": "LBYL with lambda1/lambda2 chosen per layer, without labels, as the pair of a small grid "
-    "that leaves the least expected next-layer output error under the Gaussian model (the report lists them)",
-    "lbyl-authors": "LBYL exactly as the authors' code: raw-space problem, BN running variance for the std, "
-    "diagonal bias term, raw coefficients folded; lambda1/lambda2 are their absolute weights",
-}
-# Methods that need statistics of the pre-activations (from BN, or from a data-free probe).
-STATISTICAL_METHODS = ("lbyl-mean", "merge-mean", "prune-mean", "moments", "moments-greedy", "lbyl-auto")
 STATISTICS_SOURCES = ("auto", "batchnorm", "probe")
 CALIBRATION_FITS = ("activations", "gaussian")
 # Beyond this a lambda only overflows the solver's float64 sums (1e308 squared); at 1e6 the
@@ -47,7 +27,8 @@ class CompressOptions:
     """Options of one compression run.
 
     ratio: fraction of output channels removed from every prunable Conv, in [0, 1).
-    method: how removed channels are compensated (see METHOD_HELP).
+    method: how removed channels are compensated: the name of a method of the registry
+        (onnx_lbyl.methods); `method_spec` is that method, which every module asks.
     criterion: which channels are removed (see numerics.selection.CRITERION_HELP).
     seed: seeds the random criterion and the data-free probe's synthetic images.
     lambda1, lambda2: LBYL's weights (numerics.compensation.LbylLambdas says what they mean).
@@ -118,12 +99,16 @@ class CompressOptions:
     allocation: str = "sensitivity"  # chosen on the development models: bench/results/sensitivity_allocation.md
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
+    @property
+    def method_spec(self) -> Method:
+        """The registry's entry for `method` (the name stays the field, as the report records it)."""
+        return method_named(self.method)
+
     def check(self) -> "CompressOptions":
         """Raise InputError naming the first option that is out of range."""
         if not isinstance(self.ratio, (int, float)) or not math.isfinite(self.ratio) or not 0 <= self.ratio < 1:
             raise InputError(f"ratio must be a number in [0, 1), got {self.ratio!r}")
-        if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        method_named(self.method)
         if self.criterion not in CRITERIA:
             raise InputError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:

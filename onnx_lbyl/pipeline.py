@@ -32,22 +32,15 @@ from .graph.io import check_input_model, load_model, save_atomic
 from .graph.sanity import check_model_sanity
 from .graph.probe import ProbedStatistics
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
-from .numerics.compensation import (
-    LbylLambdas,
-    fold_into_next_layer,
-    lbyl_authors_coefficients,
-    lbyl_coefficients,
-    merge_coefficients,
-    moment_coefficients,
-    prune_coefficients,
-)
+from .numerics.compensation import LbylLambdas, fold_into_next_layer
 from .numerics.elimination import ReadView, greedy_output_elimination, removal_curve
 from .numerics.folding import ChannelLayer
 from .numerics.lambda_choice import choose_lbyl_lambdas
 from .numerics.selection import select_channels
 from .numerics.statistics import bias_correction, residual_mean
-from .options import STATISTICAL_METHODS, CompressOptions
-from .group_pruning import GROUP_METHODS, group_curve, group_readers, group_shape, measure, prune_groups
+from .methods import Method, group_methods
+from .options import CompressOptions
+from .group_pruning import group_curve, group_readers, group_shape, measure, prune_groups
 from .groups import Group, analyse
 from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
@@ -174,7 +167,7 @@ def _find_units(model: onnx.ModelProto, options: CompressOptions
     skipped_shapes: dict[str, GroupShape] = {}
     if options.scope == "groups":
         attach_shapes(graph, model, options.input_shapes)
-        groups, skipped, skipped_shapes = _groups_beyond_chains(analyse(graph), chains, options.method)
+        groups, skipped, skipped_shapes = _groups_beyond_chains(analyse(graph), chains, options.method_spec)
     return graph, chains, groups, skipped, skipped_shapes
 
 
@@ -258,7 +251,7 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
             progress(index, total, layers[-1])
     if groups:
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
-        for index, layer in enumerate(prune_groups(graph, groups, keeps, options.method, group_stats, opset),
+        for index, layer in enumerate(prune_groups(graph, groups, keeps, options.method_spec, group_stats, opset),
                                       start=len(chains) + 1):
             layers.append(layer)
             if progress is not None:
@@ -303,7 +296,7 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
     return CompressionResult(pruned, report, staged, feeds)
 
 
-def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: str
+def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: Method
                           ) -> tuple[list[Group], list[Skipped], dict[str, GroupShape]]:
     """The prunable groups that are not chains (those keep the chain path, with every method
     and BN statistics), why each other group that a layer produces stays whole, and the
@@ -319,9 +312,10 @@ def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: str
         if (len(group.producers) == 1 and len(group.reads) == 1
                 and (id(group.producers[0].node), id(group.reads[0].node)) in chained):
             continue
-        if method not in GROUP_METHODS:
-            skipped.append(Skipped(group.name, f"method {method} compensates chains only (one producer, "
-                                               f"one consumer); {', '.join(GROUP_METHODS)} prune any group"))
+        if not method.prunes_groups:
+            names = ", ".join(m.name for m in group_methods())
+            skipped.append(Skipped(group.name, f"method {method.name} compensates chains only (one producer, "
+                                               f"one consumer); {names} prune any group"))
             shapes[group.name] = group_shape(group)
             continue
         beyond.append(group)
@@ -363,7 +357,7 @@ def _nothing_found(skipped: list[Skipped], scope: str) -> str:
 
 def _group_statistics(model: onnx.ModelProto, groups: list[Group], options: CompressOptions, scratch):
     """Measured statistics of every group read (calibration data, else the synthetic probe)."""
-    if not groups or options.method == "prune":
+    if not groups or not options.method_spec.needs_statistics:
         return {}
     feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
              else synthetic_feeds(model, options.seed, scratch, rows=GROUP_PROBE_IMAGES, shapes=options.input_shapes,
@@ -379,14 +373,15 @@ def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Gro
                    stage: Callable[[str], None] = lambda text: None) -> tuple[dict[str, int], str]:
     """The channels every chain and group keeps after per-layer rules, the MACs target and rounding.
 
-    A MACs target with the default method is met by error-priced allocation (planning.allocate
+    A MACs target with a method that chooses channels by output error (Method.greedy_selection,
+    the default moments-greedy) is met by error-priced allocation (planning.allocate
     over each unit's removal curve, rescaled by each unit's measured output drift with
     allocation="sensitivity"); otherwise, and with allocation="uniform", by the smallest
     uniform ratio that reaches it."""
     shapes = [_chain_shape(c) for c in chains] + [group_shape(g) for g in groups]
     ratio = options.ratio
     if (options.target_macs is not None and options.allocation in ("error", "sensitivity")
-            and options.method == "moments-greedy"):
+            and options.method_spec.greedy_selection):
         ruled = layer_ratios(shapes, 0.0, options.layer_ratios, options.exclude)
         fixed = {s.name: kept_channels(s.channels, ruled[s.name]) for s in shapes
                  if any(fnmatchcase(s.name, p) for p, _r in options.layer_ratios)
@@ -429,7 +424,7 @@ def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves
         if chain is not None:
             _prune_chain(chain, keep, options, np.random.default_rng(options.seed), graph, probed.get(name))
         else:
-            prune_groups(graph, [g for g in groups if g.name == name], {name: keep}, options.method,
+            prune_groups(graph, [g for g in groups if g.name == name], {name: keep}, options.method_spec,
                          group_stats, opset)
         return _export(graph, model, options)
 
@@ -442,7 +437,7 @@ def _chain_curve(chain: Chain, options: CompressOptions, probed: ProbedStatistic
     """A chain's removal curve (numerics.elimination.removal_curve), its error relative to the
     consumer's expected output energy as for groups."""
     layer = channel_layer(chain)
-    _mean, cov = activation_moments(chain, layer, replace(options, method="moments-greedy"), probed)
+    _mean, cov = activation_moments(chain, layer, options, probed, covariance=True)
     weight = next_layer_weight(chain)
     rows = np.moveaxis(np.asarray(weight, dtype=np.float64), 1, 0).reshape(layer.channels, -1)
     energy = float(np.sum(cov * (rows @ rows.T)))
@@ -461,25 +456,26 @@ def _prune_chain(
     layer = channel_layer(chain)
     old_next = next_layer_weight(chain)
     chosen = None
-    if options.method == "lbyl-auto":
+    method = options.method_spec
+    if method.lambdas_per_layer:
         # LBYL itself, its lambdas chosen per layer; no mean correction (that would be lbyl-mean's)
         activation_mean, activation_cov = activation_moments(chain, layer, options, probed)
         kept, removed = select_channels(layer, keep, options.criterion, rng)
         choice = choose_lbyl_lambdas(layer, kept, removed, activation_mean, activation_cov, old_next)
         coefficients, delta = choice.coefficients, None
         chosen = [choice.lambdas.lambda1, choice.lambdas.lambda2]
-    elif options.method in STATISTICAL_METHODS:
+    elif method.mean_corrected:  # every statistical method but lbyl-auto: S, then E[residual] into the bias
         activation_mean, activation_cov = activation_moments(chain, layer, options, probed)
-        if options.method == "moments-greedy":
+        if method.greedy_selection:
             kept, removed, coefficients, _ = greedy_output_elimination(
                 activation_cov, old_next, keep)
         else:
             kept, removed = select_channels(layer, keep, options.criterion, rng)
-            coefficients = _statistical_coefficients(layer, kept, removed, options, activation_cov)
+            coefficients = _coefficients(method, layer, kept, removed, options, activation_cov)
         delta = bias_correction(old_next, removed, residual_mean(coefficients, kept, removed, activation_mean))
     else:
         kept, removed = select_channels(layer, keep, options.criterion, rng)
-        coefficients, delta = _coefficients(layer, kept, removed, options), None
+        coefficients, delta = _coefficients(method, layer, kept, removed, options, None), None
     new_next = fold_into_next_layer(old_next, kept, removed, coefficients)
     apply_pruning(chain, kept, new_next)
     if delta is not None and removed.size:
@@ -497,24 +493,11 @@ def _prune_chain(
     )
 
 
-def _statistical_coefficients(
-    layer: ChannelLayer, kept: np.ndarray, removed: np.ndarray, options: CompressOptions, activation_cov
-) -> np.ndarray:
-    """S for the methods that use activation statistics (the mean correction is added after)."""
-    if options.method == "moments":
-        return moment_coefficients(np.zeros(layer.channels), activation_cov, kept, removed)
-    base = {"lbyl-mean": "lbyl", "merge-mean": "merge", "prune-mean": "prune"}[options.method]
-    return _coefficients(layer, kept, removed, replace(options, method=base))
-
-
-def _coefficients(layer: ChannelLayer, kept: np.ndarray, removed: np.ndarray, options: CompressOptions) -> np.ndarray:
-    if options.method == "lbyl":
-        return lbyl_coefficients(layer, kept, removed, LbylLambdas(options.lambda1, options.lambda2))
-    if options.method == "merge":
-        return merge_coefficients(layer, kept, removed)
-    if options.method == "lbyl-authors":
-        return lbyl_authors_coefficients(layer, kept, removed, options.lambda1, options.lambda2)
-    return prune_coefficients(layer, kept, removed)
+def _coefficients(method: Method, layer: ChannelLayer, kept: np.ndarray, removed: np.ndarray,
+                  options: CompressOptions, activation_cov: np.ndarray | None) -> np.ndarray:
+    """S of a chain whose channels the criterion chose (the mean correction, if any, is added after)."""
+    return method.chain_coefficients(layer, kept, removed, LbylLambdas(options.lambda1, options.lambda2),
+                                     activation_cov)
 
 
 def _export(graph: gs.Graph, template: onnx.ModelProto, options: CompressOptions) -> onnx.ModelProto:

@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .latency import LatencyComparison
+from .methods import METHODS
 from .validate import ValidationResult
 
 
@@ -91,7 +92,7 @@ class CompressionReport:
         """A readable account: per-layer channels, sizes before/after, output drift."""
         lines = [
             f"onnx-lbyl {self.tool_version}: method={self.options['method']} "
-            f"criterion={'output error (greedy)' if self.options['method'] == 'moments-greedy' else self.options['criterion']} "
+            f"criterion={'output error (greedy)' if _greedy(self.options['method']) else self.options['criterion']} "
             f"{self.plan or 'ratio=' + str(self.options['ratio'])}"
             + (f" calibration={self.options['calibration']}" if self.options.get("calibration") else ""),
             f"layers found: {self.chains_found} ({self.count('chain')} chains, {self.count('group')} groups), "
@@ -159,6 +160,12 @@ class CompressionReport:
         if macs is None or not self.macs_before:
             return "?"
         return f"{100 * macs / self.macs_before:.1f}%"
+
+
+def _greedy(method: str) -> bool:
+    """The method chooses channels by output error, not by the recorded criterion."""
+    spec = METHODS.get(method)
+    return spec is not None and spec.greedy_selection
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

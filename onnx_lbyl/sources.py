@@ -20,7 +20,7 @@ from .graph.layers import HANDLERS
 from .graph.probe import ProbedStatistics, classifier_scores, probe_statistics
 from .numerics.folding import ChannelLayer
 from .numerics.statistics import GaussianMoments, moments_from_batchnorm, relu_covariance, relu_mean
-from .options import STATISTICAL_METHODS, CompressOptions
+from .options import CompressOptions
 from .synthetic import recognised_rows, synthetic_images, synthetic_pool
 from .graph.input_shapes import declared_dims, shaped_inputs
 from .validate import model_inputs, random_inputs
@@ -51,7 +51,7 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
            scratch: Scratch | None = None) -> dict[str, ProbedStatistics]:
     """Statistics measured on the calibration data for every chain when there is some, else on
     synthetic input for the chains that need them (graph.probe)."""
-    if options.method not in STATISTICAL_METHODS or not chains:
+    if not options.method_spec.needs_statistics or not chains:
         return {}
     if options.calibration is not None:
         return probe_statistics(model, chains, calibration_feeds(model, options.calibration), scratch=scratch)
@@ -179,18 +179,20 @@ def _chain_moments(chain: Chain, layer: ChannelLayer, options: CompressOptions, 
 
 
 def activation_moments(
-    chain: Chain, layer: ChannelLayer, options: CompressOptions, probed: ProbedStatistics | None
+    chain: Chain, layer: ChannelLayer, options: CompressOptions, probed: ProbedStatistics | None,
+    covariance: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(E[a], Cov(a)) of the chain's activations a = ReLU(z).
 
     With calibration data and calibration_fit "activations" they are the sample moments of the
     measured activations (so `moments` is least squares with intercept on those samples);
     otherwise the Gaussian model of z (BN statistics, synthetic probe, or calibration) gives
-    them in closed form. Cov(a) is None for the methods that need only the mean.
+    them in closed form. Cov(a) is None for the methods that need only the mean
+    (Method.needs_covariance), unless `covariance` asks for it whatever the method.
     """
     if probed is not None and options.calibration is not None and options.calibration_fit == "activations":
         return probed.activation_mean, probed.activation_cov
     moments = _chain_moments(chain, layer, options, probed)
-    if options.method in ("moments", "moments-greedy", "lbyl-auto"):
+    if options.method_spec.needs_covariance if covariance is None else covariance:
         return relu_covariance(moments)
     return relu_mean(moments.mean, moments.std), None
