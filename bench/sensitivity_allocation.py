@@ -151,6 +151,20 @@ def markdown(data: dict) -> str:
             row = by_config.get(config)
             entries.append("–" if row is None else f"{100 * row['top1']:.2f} ({100 * row['macs_kept']:.0f}%)")
         lines.append(f"| {model} | {role} | {target:g} | {source} | " + " | ".join(entries) + " |")
+    lines += ["", "Per set: mean top-1 over the cells every configuration ran, and in how many of them each beat `error`:", ""]
+    for role in ("development", "held out"):
+        full = [by for (model, _t, _d), by in sorted(cells.items())
+                if ("held out" if model in HELD_OUT else "development") == role and "error" in by]
+        for config in configs:
+            have = [by for by in full if config in by]
+            if not have:
+                continue
+            mean = 100 * np.mean([by[config]["top1"] for by in have])
+            base = 100 * np.mean([by["error"]["top1"] for by in have])
+            wins = sum(by[config]["top1"] > by["error"]["top1"] for by in have)
+            lines.append(f"- {role}, {config}: mean {mean:.2f} against error's {base:.2f} on the same "
+                         f"{len(have)} cells; better in {wins}" if config != "error" else
+                         f"- {role}, error: mean {mean:.2f} over {len(have)} cells")
     return "\n".join(lines) + "\n"
 
 

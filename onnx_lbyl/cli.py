@@ -140,7 +140,8 @@ def _comma_list(choices: tuple[str, ...] | None = None):
 @click.option("--exclude", metavar="PATTERN", multiple=True, callback=_comma_list(),
               help="Never prune the layers whose name matches PATTERN (repeatable or a comma list).")
 @click.option("--target-macs", type=float, default=None, metavar="F",
-              help="Remove this fraction of the model's MACs instead of a fixed --ratio (the smallest uniform ratio that reaches it).")
+              help="Remove this fraction of the model's MACs instead of a fixed --ratio, shared out across layers as "
+                   "--allocation says.")
 @click.option("--allocation", type=click.Choice(ALLOCATIONS), default="sensitivity", show_default=True,
               help="How --target-macs is shared out: error (with moments-greedy: channels go where the "
                    "expected output error per MAC saved is lowest), sensitivity (as error, each layer's "

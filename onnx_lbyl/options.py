@@ -43,8 +43,8 @@ class CompressOptions:
     layer_ratios: (pattern, ratio) pairs overriding `ratio` for chains whose name matches the
         shell-style pattern; the last match wins.
     exclude: patterns of chain names never pruned.
-    target_macs: if set, the fraction of the model's MACs to remove; the uniform ratio that
-        reaches it replaces `ratio` (layer_ratios and exclude still apply).
+    target_macs: if set, the fraction of the model's MACs to remove, shared out as `allocation`
+        says; it replaces `ratio` (layer_ratios and exclude still apply).
     allow_approximate: approximate steps a chain may go through: "maxpool" (MaxPool between
         the activation and the consumer) and "relu6" (Clip(0, 6) as the activation).
     round_to: kept channel counts are rounded up to a multiple of this, never above the layer's

@@ -46,7 +46,7 @@ from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .sensitivity import SENSITIVITY_KEPT, SENSITIVITY_ROWS, measure_sensitivity, scaled_curves
 from .report import CandidateReport, CompressionReport, LayerReport, SkippedReport
-from .sources import (GROUP_PROBE_IMAGES, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
+from .sources import (GROUP_PROBE_IMAGES, fixed_batch, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
                       validation_feeds,
                       probe_chains, synthetic_feeds)
 from .validate import check_drift, load_inputs, validate
@@ -429,7 +429,7 @@ def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves
         return _export(graph, model, options)
 
     stage(f"measuring the output drift of {len(removed)} layer(s), each pruned alone")
-    measured = measure_sensitivity(model, removed, prune_alone, feeds)
+    measured = measure_sensitivity(model, removed, prune_alone, feeds, fixed_batch(model, options.input_shapes))
     return scaled_curves(curves, measured, removed)
 
 

@@ -31,11 +31,11 @@ SENSITIVITY_MAX_VALUES = 1 << 23  # ... fewer when one input would exceed this m
 SENSITIVITY_EXPONENT = 1.0  # curve scale = (measured / predicted) ** this; 1 beat 0.5 on the development models
 
 
-def sensitivity_feeds(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def sensitivity_feeds(feeds: Mapping[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:
     """The first rows of the statistics batch: SENSITIVITY_ROWS, fewer for large inputs (at
-    least one)."""
+    least one); exactly one batch when the model fixes its batch size to `batch`."""
     widest = max((int(np.prod(v.shape[1:])) for v in feeds.values() if v.ndim), default=1)
-    rows = max(1, min(SENSITIVITY_ROWS, SENSITIVITY_MAX_VALUES // max(widest, 1)))
+    rows = max(1, min(SENSITIVITY_ROWS, SENSITIVITY_MAX_VALUES // max(widest, 1))) if batch is None else batch
     return {name: np.ascontiguousarray(value[:rows]) if value.ndim else value for name, value in feeds.items()}
 
 
@@ -68,11 +68,13 @@ def measure_sensitivity(
     removed: Mapping[str, int],
     prune_alone: Callable[[str, int], onnx.ModelProto],
     feeds: Mapping[str, np.ndarray],
+    fixed_batch: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Output drift of `model` with each unit of `removed` (name -> channels removed) pruned
-    alone by `prune_alone(name, channels removed)`, on `feeds`."""
-    batch = sensitivity_feeds(feeds)
+    alone by `prune_alone(name, channels removed)`, on the first rows of `feeds` (one whole
+    batch when the model fixes its batch size at `fixed_batch`)."""
+    batch = sensitivity_feeds(feeds, fixed_batch)
     before = session(model).run(None, batch)
     measured = {}
     for index, (name, count) in enumerate(removed.items(), start=1):

@@ -97,6 +97,12 @@ def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None =
     return {name: np.ascontiguousarray(pool[np.sort(picked)])}
 
 
+def fixed_batch(model: onnx.ModelProto, shapes=()) -> int | None:
+    """The batch size the model's inputs fix, None when the batch axis is dynamic."""
+    return next((dims[0] for dims in map(declared_dims, shaped_inputs(model, shapes)) if dims and dims[0] is not None),
+                None)
+
+
 def validation_feeds(model: onnx.ModelProto, seed: int, calibration=None, rows: int | None = None,
                      shapes=()) -> tuple[dict[str, np.ndarray], str]:
     """The validation batch when the user gives no --inputs, and what it is ("calibration",
@@ -106,7 +112,7 @@ def validation_feeds(model: onnx.ModelProto, seed: int, calibration=None, rows: 
     other input. `rows` samples when the batch axis is dynamic (None: VALIDATION_ROWS bounds,
     VALIDATION_MAX_VALUES); a fixed batch axis keeps its size."""
     infos = shaped_inputs(model, shapes)
-    batch = next((dims[0] for dims in map(declared_dims, infos) if dims and dims[0] is not None), None)
+    batch = fixed_batch(model, shapes)
     per_row = max((int(np.prod([d or 1 for d in (declared_dims(i) or [1])[1:]])) for i in infos), default=1)
     low, high = VALIDATION_ROWS
     wanted = rows if rows is not None else max(low, min(high, VALIDATION_MAX_VALUES // max(per_row, 1)))

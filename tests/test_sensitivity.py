@@ -42,6 +42,8 @@ def test_sensitivity_batch_is_bounded_by_rows_and_values():
     assert small["x"].shape == (32, 3, 4, 4)
     large = sensitivity_feeds({"x": np.zeros((40, 3, 1024, 1024), np.float32)})
     assert large["x"].shape[0] == 2
+    fixed = sensitivity_feeds({"x": np.zeros((40, 3, 4, 4), np.float32)}, batch=8)
+    assert fixed["x"].shape[0] == 8  # a model that fixes its batch runs one whole batch
 
 
 def test_sensitivity_allocation_reaches_the_target_and_says_how():
@@ -49,3 +51,12 @@ def test_sensitivity_allocation_reaches_the_target_and_says_how():
     assert report.macs_after <= 0.7 * report.macs_before
     assert report.plan == "target-macs=0.3 (allocated by error per MAC, scaled by measured output drift)"
     assert report.validation.runtime
+
+
+def test_a_model_with_a_fixed_batch_is_measured_on_whole_batches():
+    from test_input_shapes import dynamic_model
+
+    options = CompressOptions(target_macs=0.3, allocation="sensitivity", round_to=1, input_shapes={"x": (2, 3, 12, 12)})
+    report = compress(dynamic_model(batch=2), options).report
+    assert report.plan.endswith("(allocated by error per MAC, scaled by measured output drift)")
+    assert report.macs_after <= 0.7 * report.macs_before
