@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 import onnx_lbyl
 from onnx_lbyl import CompressOptions, compress

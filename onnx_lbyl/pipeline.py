@@ -46,9 +46,8 @@ from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
 from .sensitivity import SENSITIVITY_KEPT, SENSITIVITY_ROWS, measure_sensitivity, scaled_curves
 from .report import CandidateReport, CompressionReport, LayerReport, SkippedReport
-from .sources import (GROUP_PROBE_IMAGES, fixed_batch, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
-                      validation_feeds,
-                      probe_chains, synthetic_feeds)
+from .sources import (GROUP_PROBE_IMAGES, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
+                      fixed_batch, probe_chains, synthetic_feeds, validation_feeds)
 from .validate import check_drift, load_inputs, validate
 
 Progress = Callable[[int, int, LayerReport], None]
@@ -250,8 +249,8 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
         if progress is not None:
             progress(index, total, layers[-1])
     if groups:
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
-        for index, layer in enumerate(prune_groups(graph, groups, keeps, options.method_spec, group_stats, opset),
+        for index, layer in enumerate(prune_groups(graph, groups, keeps, options.method_spec, group_stats,
+                                                   _opset(model)),
                                       start=len(chains) + 1):
             layers.append(layer)
             if progress is not None:
@@ -294,6 +293,11 @@ def _compress_stages(model, options: CompressOptions, inputs, progress: Progress
         staged = None
     report.outcome = "pruned"
     return CompressionResult(pruned, report, staged, feeds)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    """The model's default-domain opset, which the group rewrite writes Split/Slice/Pad for."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
 
 
 def _groups_beyond_chains(groups: list[Group], chains: list[Chain], method: Method
@@ -415,7 +419,7 @@ def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves
     removed = {name: count for name, count in removed.items() if count > 0}
     feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
              else synthetic_feeds(model, options.seed, scratch, rows=SENSITIVITY_ROWS, shapes=options.input_shapes))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
+    opset = _opset(model)
 
     def prune_alone(name: str, count: int) -> onnx.ModelProto:
         graph, chains, groups, _skipped, _shapes = _find_units(model, options)

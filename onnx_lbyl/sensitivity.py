@@ -69,7 +69,6 @@ def measure_sensitivity(
     prune_alone: Callable[[str, int], onnx.ModelProto],
     feeds: Mapping[str, np.ndarray],
     fixed_batch: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Output drift of `model` with each unit of `removed` (name -> channels removed) pruned
     alone by `prune_alone(name, channels removed)`, on the first rows of `feeds` (one whole
@@ -77,12 +76,10 @@ def measure_sensitivity(
     batch = sensitivity_feeds(feeds, fixed_batch)
     before = session(model).run(None, batch)
     measured = {}
-    for index, (name, count) in enumerate(removed.items(), start=1):
+    for name, count in removed.items():
         pruned = prune_alone(name, count)
         measured[name] = output_drift(before, session(pruned).run(None, batch))
         del pruned
-        if progress is not None:
-            progress(index, len(removed))
     return measured
 
 
