@@ -188,12 +188,13 @@ def test_models_with_only_a_dynamic_batch_need_no_shape():
 
 
 def _unknown_tail() -> list:
-    """y -> Reshape(y, Abs(Shape(y))) -> Conv: inference cannot follow Abs, so the last
-    Conv's output shape stays unknown at any input shape."""
+    """y -> Reshape(y, Max(Shape(y), Shape(y))) -> Conv: neither data propagation nor the
+    canonical passes follow Max, so the last Conv's output shape stays unknown at any input
+    shape."""
     rng = np.random.default_rng(3)
     return [
         (helper.make_node("Shape", ["y"], ["s"]), []),
-        (helper.make_node("Abs", ["s"], ["s2"]), []),
+        (helper.make_node("Max", ["s", "s"], ["s2"]), []),
         (helper.make_node("Reshape", ["y", "s2"], ["r"]), []),
         (helper.make_node("Conv", ["r", "w3"], ["z"], name="conv3"), [_init("w3", (2, 4, 1, 1), rng)]),
     ]
@@ -229,3 +230,24 @@ def test_a_classifier_head_behind_a_computed_reshape_is_counted_from_its_input()
     ]
     macs = node_macs(dynamic_model(tail=tail, rank=2), (("x", (1, 3, H, W)),))
     assert macs["logits"] == 4 * 5
+
+
+def test_a_layer_behind_a_reshape_to_a_computed_batch_is_counted():
+    """YOLO's detection head: Reshape(y, Concat(Unsqueeze(Gather(Shape(y), 0)), [4, -1])) then
+    a Conv1d. Its shape follows only from the values of the shape computation (data
+    propagation) at a concrete batch (the -1 depends on it): counted, not unknown."""
+    rng = np.random.default_rng(5)
+    tail = [
+        (helper.make_node("Shape", ["y"], ["s"]), []),
+        (helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+         [numpy_helper.from_array(np.array(0, np.int64), "zero")]),
+        (helper.make_node("Unsqueeze", ["n", "axis0"], ["n1"]), [numpy_helper.from_array(np.array([0], np.int64), "axis0")]),
+        (helper.make_node("Concat", ["n1", "rest"], ["target"], axis=0),
+         [numpy_helper.from_array(np.array([4, -1], np.int64), "rest")]),
+        (helper.make_node("Reshape", ["y", "target"], ["r"]), []),
+        (helper.make_node("Conv", ["r", "w3"], ["z"], name="conv1d"), [_init("w3", (2, 4, 1), rng)]),
+    ]
+    model = dynamic_model(tail=tail, rank=3)
+    shapes = (("x", (1, 3, H, W)),)
+    assert node_macs(model, shapes)["z"] == 2 * 4 * H * W
+    assert model_cost(model, shapes).macs == MACS + 2 * 4 * H * W

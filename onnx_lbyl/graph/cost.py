@@ -20,7 +20,7 @@ import onnx
 from ..errors import InputError
 from .unsupported import subgraph_layers
 from .input_shapes import InputShapes
-from .shapes import inferred_value_info
+from .shapes import weightless
 
 # Operators whose output holds exactly the elements of their first input, in some order: the
 # input of a classifier head's Gemm/MatMul has as many elements per sample as what they read.
@@ -124,13 +124,41 @@ def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
 
 def _known_shapes(model: onnx.ModelProto, input_shapes: InputShapes = ()) -> dict[str, tuple[int, ...]]:
     """Shapes whose every dimension past the first (the batch) is a known integer (>= 1:
-    some exporters write -1 for a dynamic one)."""
+    some exporters write -1 for a dynamic one).
+
+    Inference propagates the values of shape computations (data_prop: Shape -> Gather ->
+    Concat -> Reshape, as detection heads write them). What is still unknown then is inferred
+    once more with every dynamic batch dimension at 1: a Reshape whose -1 depends on the batch
+    (YOLO's (batch, 144, -1)) resolves only at a concrete batch. The first pass's shapes win,
+    so a shape that a batch of 1 would change (a Squeeze without axes) is never taken from it."""
+    shapes = _shapes_of(_inferred(model, input_shapes))
+    wanted = {node.output[0] for node in model.graph.node
+              if node.op_type in ("Conv", "Gemm", "MatMul") and node.output and node.output[0] not in shapes}
+    if wanted:
+        at_one = _shapes_of(_inferred(model, input_shapes, unit_batch=True))
+        shapes.update({name: dims for name, dims in at_one.items() if name not in shapes})
+    return shapes
+
+
+def _inferred(model: onnx.ModelProto, input_shapes: InputShapes, unit_batch: bool = False) -> onnx.GraphProto:
+    """The weightless copy after shape inference with data propagation (the model's own graph
+    when inference fails: it is best effort here; validation runs it strictly)."""
+    skeleton = weightless(model, input_shapes)
+    if unit_batch:
+        for info in skeleton.graph.input:
+            dims = info.type.tensor_type.shape.dim
+            if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+                dims[0].Clear()
+                dims[0].dim_value = 1
     try:
-        g = inferred_value_info(model, input_shapes)
-    except Exception:  # shape inference is best effort here; validation runs it strictly
-        g = model.graph
+        return onnx.shape_inference.infer_shapes(skeleton, data_prop=True).graph
+    except Exception:
+        return model.graph
+
+
+def _shapes_of(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
-    for info in list(g.value_info) + list(g.output) + list(g.input):
+    for info in list(graph.value_info) + list(graph.output) + list(graph.input):
         tt = info.type.tensor_type
         if not tt.HasField("shape"):
             continue
