@@ -44,18 +44,22 @@ DATA = {"imagenet": "imagenet_sample500_test.npz", "cifar10": "cifar10_test.npz"
 DEV_CIFAR = ("mlcommons_tiny_resnet8_cifar10_bn", "mlcommons_tiny_resnet8_cifar10_folded",
              "akamaster_resnet20_cifar10_bn", "akamaster_resnet20_cifar10_folded")
 HELD_OUT = ("akamaster_resnet32_cifar10_bn", "akamaster_resnet32_cifar10_folded")
-# configuration -> (allocation, exponent of the sensitivity scale)
-CONFIGS = {"error": ("error", None), "sensitivity-0.5": ("sensitivity", 0.5), "sensitivity-1": ("sensitivity", 1.0)}
+# configuration -> (allocation, exponent of the sensitivity scale, second measurement at the
+# allocated counts: sensitivity.SENSITIVITY_REFINE, rows of the drift batch: SENSITIVITY_ROWS)
+CONFIGS = {"error": ("error", None, False, 32), "sensitivity-0.5": ("sensitivity", 0.5, False, 32),
+           "sensitivity-1": ("sensitivity", 1.0, False, 32), "sensitivity-1-refined": ("sensitivity", 1.0, True, 32),
+           "sensitivity-1-rows256": ("sensitivity", 1.0, False, 256),
+           "sensitivity-1-refined-rows256": ("sensitivity", 1.0, True, 256)}
 
 _SHARED = DEFAULT_SHARED
 
 
-def tasks(part: str) -> list[tuple[str, float, bool, str]]:
+def tasks(part: str, configs: tuple[str, ...] = tuple(CONFIGS)) -> list[tuple[str, float, bool, str]]:
     """(model, target_macs, calibrated, configuration), the slow ImageNet ones first."""
     if part == "dev":
         out = [(m, 0.25, cal, c) for m, cal in (("efficientnet_lite0_bn", False), ("efficientnet_lite0_folded", False),
-                                                 ("efficientnet_lite0_bn", True)) for c in CONFIGS]
-        out += [(m, t, False, c) for m in DEV_CIFAR for t in (0.3, 0.5) for c in CONFIGS]
+                                                 ("efficientnet_lite0_bn", True)) for c in configs]
+        out += [(m, t, False, c) for m in DEV_CIFAR for t in (0.3, 0.5) for c in configs]
         return out
     shipped = f"sensitivity-{sensitivity.SENSITIVITY_EXPONENT:g}"
     return [(m, t, False, c) for m in HELD_OUT for t in (0.3, 0.5, 0.6) for c in ("error", shipped)]
@@ -75,9 +79,12 @@ def _dataset(name: str) -> Dataset:
 def run(task: tuple[str, float, bool, str]) -> dict:
     """Compress and score one task; the JSON row."""
     model_name, target, calibrated, config = task
-    allocation, exponent = CONFIGS[config]
-    if exponent is not None:  # the sweep's only knob: the exponent the tool's scale uses
+    allocation, exponent, refine, rows = CONFIGS[config]
+    if exponent is not None:  # the sweep's knobs: the exponent the tool's scale uses, and the refinement
         pipeline.scaled_curves = functools.partial(sensitivity.scaled_curves, exponent=exponent)
+        pipeline.two_point_curves = functools.partial(sensitivity.two_point_curves, exponent=exponent)
+    sensitivity.SENSITIVITY_REFINE = refine
+    pipeline.SENSITIVITY_ROWS = sensitivity.SENSITIVITY_ROWS = rows
     name = "imagenet" if model_name.startswith("efficientnet") else "cifar10"
     data = _dataset(name)
     calibration = {"images": data.images[::2]} if calibrated else None
@@ -104,11 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render", action="store_true", help="only rewrite the markdown from the JSON")
     p.add_argument("--shared", default=str(DEFAULT_SHARED))
     p.add_argument("--jobs", "-j", type=int, default=2)
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"comma-separated configurations for --part dev (default: all of {', '.join(CONFIGS)})")
+    p.add_argument("--models", default="", help="only the tasks whose model name contains one of these (comma-separated)")
     args = p.parse_args(argv)
     path = OUT.with_suffix(".json")
     data = json.loads(path.read_text()) if path.exists() else {"runs": [], "rows": []}
     if args.part:
-        todo = tasks(args.part)
+        todo = tasks(args.part, tuple(args.configs.split(",")))
+        wanted = [m for m in args.models.split(",") if m]
+        todo = [t for t in todo if not wanted or any(m in t[0] for m in wanted)]
         started = time.perf_counter()
         rows = []
         with multiprocessing.get_context("spawn").Pool(args.jobs, _init, (args.shared,)) as pool:
