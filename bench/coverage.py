@@ -18,9 +18,7 @@ The report gives no per-layer MACs and names a unit's layers only partly (`next_
 first reader "(+N more)"), so the MACs a unit touches are computed here: the pipeline's own
 analysis is repeated on the canonicalised model (groups.analyse, find_chains) and every unit's
 layers (producers, depthwise Convs, consumers: planning.GroupShape) are costed with
-graph.cost.node_macs. When the report's MACs are unknown (a layer's shape not inferred, e.g.
-YOLOv8's DFL Conv behind a Reshape to a computed shape), they are recomputed here at batch 1
-with ONNX data propagation and marked.
+graph.cost.node_macs (which follows computed reshapes itself: data propagation, then batch 1).
 
 Models: every file bench/torch_zoo.py builds (`--zoo`, built on demand if torch is there), the
 real files in ../shared/models (`--shared`; benchmark use only, never copied), and four small
@@ -62,14 +60,13 @@ from onnx_lbyl.graph.chains import find_chains  # noqa: E402
 from onnx_lbyl.graph.cost import node_macs  # noqa: E402
 from onnx_lbyl.graph.input_shapes import resolve_input_shapes  # noqa: E402
 from onnx_lbyl.graph.layers import HANDLERS  # noqa: E402
-from onnx_lbyl.graph.shapes import weightless  # noqa: E402
 from onnx_lbyl.group_pruning import group_shape  # noqa: E402
 from onnx_lbyl.groups import analyse  # noqa: E402
 from onnx_lbyl.groups.graph import attach_shapes  # noqa: E402
 from onnx_lbyl.groups.rewrite import _features, input_axis  # noqa: E402
 from onnx_lbyl.pipeline import _groups_beyond_chains  # noqa: E402  (the pipeline's own split)
 from onnx_lbyl.planning import ChainShape, GroupShape  # noqa: E402
-from onnx_lbyl.validate import random_inputs, real_inputs, run  # noqa: E402
+from onnx_lbyl.validate import random_inputs, run  # noqa: E402
 
 RATIO = 0.3
 GOAL = 0.20  # issue 10: at least 20% fewer MACs
@@ -203,7 +200,7 @@ def survey(entry: Entry, work: Path, cli: bool = True, images: np.ndarray | None
                      pruned_path) if cli else None
     report = result.report
     original = onnx.load(str(path))
-    row.update(_sizes(report, original, result.model, options))
+    row.update(_sizes(report))
     found = analysis(original, options)
     row.update(_units(report, found))
     row["canonicalised"] = list(report.canonicalised)
@@ -223,15 +220,9 @@ def survey(entry: Entry, work: Path, cli: bool = True, images: np.ndarray | None
     return row
 
 
-def _sizes(report, original: onnx.ModelProto, pruned: onnx.ModelProto, options: CompressOptions) -> dict:
+def _sizes(report) -> dict:
     out = {"parameters_before": report.parameters_before, "parameters_after": report.parameters_after,
-           "macs_before": report.macs_before, "macs_after": report.macs_after, "macs_from": "report"}
-    if report.macs_before is None or report.macs_after is None:
-        shapes = _resolved(original, options).input_shapes
-        before, _ = macs_at_batch_one(original, shapes)
-        after, _ = macs_at_batch_one(pruned, shapes)
-        out.update(macs_before=_total(before), macs_after=_total(after),
-                   macs_from="bench (report: unknown; recomputed at batch 1 with data propagation)")
+           "macs_before": report.macs_before, "macs_after": report.macs_after}
     b, a = out["macs_before"], out["macs_after"]
     out["macs_reduction"] = None if not b or a is None else round(1 - a / b, 4)
     return out
@@ -246,29 +237,6 @@ def _resolved(model: onnx.ModelProto, options: CompressOptions) -> CompressOptio
     return replace(options, input_shapes=resolve_input_shapes(model, options.input_shapes, None))
 
 
-def macs_at_batch_one(model: onnx.ModelProto, input_shapes=()) -> tuple[dict, bool]:
-    """graph.cost.node_macs; where a layer's shape is unknown, again on a copy whose inputs are
-    fixed (batch 1, the stated shapes) with value_info from data-propagating shape inference
-    (a Reshape to Concat(Shape(x)[0], C, -1) then resolves). Returns (macs, recomputed)."""
-    macs = node_macs(model, input_shapes)
-    if all(v is not None for v in macs.values()):
-        return macs, False
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    stated = dict(input_shapes)
-    for info in real_inputs(fixed):
-        dims = info.type.tensor_type.shape.dim
-        for i, dim in enumerate(dims):
-            value = 1 if i == 0 else (stated[info.name][i] if info.name in stated else dim.dim_value)
-            if value > 0:
-                dim.Clear()
-                dim.dim_value = int(value)
-    inferred = onnx.shape_inference.infer_shapes(weightless(fixed), data_prop=True).graph
-    del fixed.graph.value_info[:]
-    fixed.graph.value_info.extend(inferred.value_info)
-    return node_macs(fixed), True
-
-
 def _units(report, found: Analysis) -> dict:
     """Units found / pruned / left whole, and the MACs each unit's layers hold."""
     layers = list(report.layers)
@@ -280,7 +248,7 @@ def _units(report, found: Analysis) -> dict:
            "groups": sum(1 for x in layers if x.kind == "group"),
            "pruned": sum(1 for x in layers if x.removed), "left_whole": len(report.skipped),
            "left_whole_reasons": dict(whole_reasons.most_common())}
-    shapes, whole, macs, recomputed = unit_layers(found)
+    shapes, whole, macs = unit_layers(found)
     total = _total(macs)
     known = {name: (v or 0) for name, v in macs.items()}
     by_name = {s.name: s for s in shapes}
@@ -304,7 +272,6 @@ def _units(report, found: Analysis) -> dict:
                          "report_macs": skipped.macs, "matched": shape is not None})
     out["macs_share_prunable"] = None if not total else round(sum(known.get(n, 0) for n in touched) / total, 4)
     out["unmatched_units"] = [u["name"] for u in per_unit if not u["matched"]]
-    out["macs_recomputed"] = recomputed
     out["units_without_report_macs"] = [u["name"] for u in per_unit if u["report_macs"] is None]
     out["per_unit"] = per_unit
     return out
@@ -333,9 +300,9 @@ def analysis(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
     return Analysis(options, canonical, chains, groups, beyond)
 
 
-def unit_layers(found: Analysis) -> tuple[list[GroupShape], dict[str, GroupShape], dict, bool]:
+def unit_layers(found: Analysis) -> tuple[list[GroupShape], dict[str, GroupShape], dict]:
     """Every unit as the layers whose MACs it narrows, the same for the groups left whole, and
-    the node MACs of the canonical model (with macs_at_batch_one's fallback)."""
+    the node MACs of the canonical model."""
     shapes = [ChainShape(c.name, c.producer.outputs[0].name, c.consumer.outputs[0].name,
                          HANDLERS[c.producer.op].out_channels(c.producer)) for c in found.chains]
     shapes += [group_shape(g) for g in found.beyond]
@@ -346,8 +313,7 @@ def unit_layers(found: Analysis) -> tuple[list[GroupShape], dict[str, GroupShape
                 whole[g.name] = group_shape(g)
             except Exception:  # a fixed group may hold layers planning never sees
                 pass
-    macs, recomputed = macs_at_batch_one(found.canonical, found.options.input_shapes)
-    return shapes, whole, macs, recomputed
+    return shapes, whole, node_macs(found.canonical, found.options.input_shapes)
 
 
 def masked_reference(model: onnx.ModelProto, found: Analysis) -> dict:
@@ -533,8 +499,6 @@ def flags(row: dict) -> list[str]:
         out.append("MACs unknown")
     elif row["macs_reduction"] < GOAL:
         out.append(f"MACs -{100 * row['macs_reduction']:.1f}% < 20%")
-    if row.get("macs_from", "report") != "report":
-        out.append("report's MACs unknown")
     if not row.get("validation", {}).get("runtime"):
         out.append("validation did not run")
     if not row.get("interface", {}).get("ok"):
@@ -571,8 +535,7 @@ def markdown_row(row: dict) -> str:
     drift = max((o["relative_l2"] for o in row["validation"]["outputs"]), default=None)
     top1 = [o["top1_agreement"] for o in row["validation"]["outputs"] if o["top1_agreement"] is not None]
     why = "; ".join(f"{k} ({v})" for k, v in row["left_whole_reasons"].items()) or "—"
-    macs = (f"{_millions(row['macs_before'])} → {_millions(row['macs_after'])} (−{_pct(row['macs_reduction'])})"
-            + ("†" if row["macs_from"] != "report" else ""))
+    macs = (f"{_millions(row['macs_before'])} → {_millions(row['macs_after'])} (−{_pct(row['macs_reduction'])})")
     params = f"{_millions(row['parameters_before'])} → {_millions(row['parameters_after'])}"
     runs = "yes" if row["interface"]["ok"] else f"**no**: {row['interface']['problem']}"
     masked = row.get("masked_reference", {})
@@ -636,8 +599,7 @@ def write(rows: list[dict], out: Path, seconds: float, argv: list[str], load: li
         "of the removed channels are zeroed, on one random batch (relative L2): the two compute the same function, "
         "so this checks that every weight, bias, per-channel constant and shape argument lost the right channels. "
         "*CLI exit*: the command line's exit code (and whether it "
-        "wrote the same bytes as the API). † the report's MACs are unknown; recomputed here at batch 1 with ONNX "
-        "data propagation. ⚠ misses a goal: listed below.",
+        "wrote the same bytes as the API). ⚠ misses a goal: listed below.",
         "",
     ]
     flagged = [r for r in rows if r.get("flags")]
