@@ -44,8 +44,7 @@ from .group_pruning import group_curve, group_readers, group_shape, measure, pru
 from .groups import Group, analyse
 from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
-from . import sensitivity
-from .sensitivity import SENSITIVITY_KEPT, SENSITIVITY_ROWS, measure_sensitivity, scaled_curves, two_point_curves
+from .sensitivity import SENSITIVITY_KEPT, SENSITIVITY_ROWS, measure_sensitivity, scaled_curves
 from .report import CandidateReport, CompressionReport, LayerReport, SkippedReport
 from .sources import (GROUP_PROBE_IMAGES, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
                       fixed_batch, probe_chains, synthetic_feeds, validation_feeds)
@@ -394,18 +393,13 @@ def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Gro
         curves = {c.name: _chain_curve(c, options, probed.get(c.name)) for c in chains if c.name not in fixed}
         curves.update({g.name: group_curve(g, group_stats) for g in groups if g.name not in fixed})
         how = "error per MAC"
-        node_macs = target_node_macs(model, options.input_shapes)
-
-        def allocate_for(priced: dict) -> dict[str, int]:
-            return allocate(shapes, priced, node_macs, options.target_macs, fixed, options.round_to)
-
         if options.allocation == "sensitivity" and is_large(model):
             how = "error per MAC; sensitivity not measured on a model over 2 GB"
         elif options.allocation == "sensitivity":
-            curves = _sensitivity_curves(model, shapes, curves, options, probed, group_stats, scratch, stage,
-                                         allocate_for)
+            curves = _sensitivity_curves(model, shapes, curves, options, probed, group_stats, scratch, stage)
             how = "error per MAC, scaled by measured output drift"
-        keeps = allocate_for(curves)
+        keeps = allocate(shapes, curves, target_node_macs(model, options.input_shapes), options.target_macs,
+                         fixed, options.round_to)
         return keeps, f"target-macs={options.target_macs} (allocated by {how})"
     if options.target_macs is not None:
         ratio = ratio_for_target_macs(shapes, target_node_macs(model, options.input_shapes), options.target_macs,
@@ -417,11 +411,8 @@ def _kept_per_unit(model: onnx.ModelProto, chains: list[Chain], groups: list[Gro
 
 
 def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves: dict, options: CompressOptions,
-                        probed, group_stats, scratch, stage: Callable[[str], None],
-                        allocate_for: Callable[[dict], dict[str, int]]) -> dict:
-    """`curves` rescaled by each unit's output drift when pruned alone (onnx_lbyl.sensitivity):
-    at half its channels, then (sensitivity.SENSITIVITY_REFINE) once more at the count the
-    first rescaled allocation gives it, the scale interpolated between the two."""
+                        probed, group_stats, scratch, stage: Callable[[str], None]) -> dict:
+    """`curves` rescaled by each unit's output drift when pruned alone (onnx_lbyl.sensitivity)."""
     widths = {s.name: s.channels for s in shapes}
     removed = {name: widths[name] - kept_channels(widths[name], SENSITIVITY_KEPT, options.round_to)
                for name in curves}
@@ -429,7 +420,6 @@ def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves
     feeds = (calibration_feeds(model, options.calibration) if options.calibration is not None
              else synthetic_feeds(model, options.seed, scratch, rows=SENSITIVITY_ROWS, shapes=options.input_shapes))
     opset = _opset(model)
-    batch = fixed_batch(model, options.input_shapes)
 
     def prune_alone(name: str, count: int) -> onnx.ModelProto:
         graph, chains, groups, _skipped, _shapes = _find_units(model, options)
@@ -443,18 +433,8 @@ def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves
         return _export(graph, model, options)
 
     stage(f"measuring the output drift of {len(removed)} layer(s), each pruned alone")
-    measured = measure_sensitivity(model, removed, prune_alone, feeds, batch)
-    scaled = scaled_curves(curves, measured, removed)
-    if not sensitivity.SENSITIVITY_REFINE:
-        return scaled
-    first = allocate_for(scaled)
-    again = {name: widths[name] - first[name] for name in removed
-             if 0 < widths[name] - first.get(name, widths[name]) != removed[name]}
-    stage(f"measuring the output drift of {len(again)} layer(s) again, each at its allocated width")
-    measured_again = measure_sensitivity(model, again, prune_alone, feeds, batch)
-    points = {name: [(removed[name], measured[name])] + ([(again[name], measured_again[name])] if name in again else [])
-              for name in removed}
-    return two_point_curves(curves, points)
+    measured = measure_sensitivity(model, removed, prune_alone, feeds, fixed_batch(model, options.input_shapes))
+    return scaled_curves(curves, measured, removed)
 
 
 def _chain_curve(chain: Chain, options: CompressOptions, probed: ProbedStatistics | None):

@@ -29,7 +29,6 @@ SENSITIVITY_KEPT = 0.5  # each unit pruned alone to this share of its channels
 SENSITIVITY_ROWS = 32  # samples of the statistics batch the outputs are compared on ...
 SENSITIVITY_MAX_VALUES = 1 << 23  # ... fewer when one input would exceed this many numbers
 SENSITIVITY_EXPONENT = 1.0  # curve scale = (measured / predicted) ** this; 1 beat 0.5 on the development models
-SENSITIVITY_REFINE = False  # measure once more at the first allocation's counts (two_point_curves): lost on the development models
 
 
 def sensitivity_feeds(feeds: Mapping[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:
@@ -100,36 +99,4 @@ def scaled_curves(
             out[name] = (sizes, np.asarray(errors, dtype=np.float64) * factor)
         else:
             out[name] = (sizes, errors)
-    return out
-
-
-def two_point_curves(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    points: Mapping[str, Sequence[tuple[int, float]]],
-    exponent: float = SENSITIVITY_EXPONENT,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every unit's curve rescaled by a factor that depends on how far it is pruned: at each
-    measured point (channels removed, output drift) the factor is (measured / predicted) **
-    exponent, as scaled_curves; between points it is interpolated in log(removed) and log(factor),
-    and beyond the outermost points it stays at theirs. Why: one factor measured at half the
-    channels extrapolates badly to the counts an allocation then picks (EfficientNet-Lite0's
-    14x14 expand layers went to 15% of their channels on a scale measured at 50%); a second
-    measurement at the allocated count pins the scale where the allocation operates. The
-    cumulative error stays non-decreasing (a step never adds negative error). Units without a
-    usable point keep their curve."""
-    out = {}
-    for name, (sizes, errors) in curves.items():
-        usable = sorted((int(r), float(m), predicted_error((sizes, errors), int(r)))
-                        for r, m in points.get(name, ()) if r > 0)
-        usable = [(r, m, p) for r, m, p in usable if p > 0]
-        if not usable:
-            out[name] = (sizes, errors)
-            continue
-        at = np.log([r for r, _m, _p in usable])
-        log_factors = exponent * np.log([max(m, 1e-12) / p for _r, m, p in usable])
-        errors = np.asarray(errors, dtype=np.float64)
-        cumulative = np.cumsum(errors)
-        removed = np.cumsum(np.asarray(sizes, dtype=np.float64))
-        scaled = np.maximum.accumulate(cumulative * np.exp(np.interp(np.log(removed), at, log_factors)))
-        out[name] = (sizes, np.diff(scaled, prepend=0.0))
     return out

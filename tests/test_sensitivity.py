@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from onnx_lbyl import CompressOptions, compress
-from onnx_lbyl.sensitivity import output_drift, predicted_error, scaled_curves, sensitivity_feeds, two_point_curves
+from onnx_lbyl.sensitivity import output_drift, predicted_error, scaled_curves, sensitivity_feeds
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "resnet20_cifar10.onnx"
 
@@ -35,32 +35,6 @@ def test_curves_scale_by_the_measured_to_predicted_ratio_to_the_exponent():
     np.testing.assert_array_equal(scaled["b"][1], curves["b"][1])  # not measured: unchanged
     np.testing.assert_array_equal(scaled["flat"][1], curves["flat"][1])  # predicts nothing: unchanged
     np.testing.assert_array_equal(scaled["a"][0], curves["a"][0])  # the step sizes stay
-
-
-def test_one_point_rescales_as_scaled_curves_does():
-    curves = {"a": (np.array([1, 1, 2]), np.array([0.5, 1.0, 1.5])), "b": (np.array([1]), np.array([2.0]))}
-    one = two_point_curves(curves, {"a": [(2, 6.0)]}, exponent=1.0)
-    np.testing.assert_allclose(one["a"][1], scaled_curves(curves, {"a": 6.0}, {"a": 2}, exponent=1.0)["a"][1])
-    np.testing.assert_array_equal(one["b"][1], curves["b"][1])  # no point: unchanged
-
-
-def test_two_points_pin_the_curve_to_both_measurements_and_interpolate_between():
-    """Exponent 1: the rescaled cumulative error equals the measured drift at both measured
-    counts; between them the factor is interpolated in log-log, outside it stays."""
-    sizes, errors = np.ones(8, dtype=int), np.full(8, 0.25)  # predicted cumulative error: removed / 4
-    out = two_point_curves({"a": (sizes, errors)}, {"a": [(8, 8.0), (2, 1.0)]}, exponent=1.0)
-    cumulative = np.cumsum(out["a"][1])
-    assert cumulative[1] == pytest.approx(1.0) and cumulative[7] == pytest.approx(8.0)  # factors 2 and 4
-    assert cumulative[3] == pytest.approx(1.0 * 2 * np.sqrt(2))  # at 4 removed, the log midpoint: 2 * sqrt(2)
-    assert cumulative[0] == pytest.approx(0.25 * 2)  # below the lower point: its factor
-    np.testing.assert_array_equal(out["a"][0], sizes)
-
-
-def test_a_drift_that_falls_with_more_removed_never_makes_a_step_negative():
-    sizes, errors = np.ones(8, dtype=int), np.full(8, 0.25)
-    out = two_point_curves({"a": (sizes, errors)}, {"a": [(2, 1.0), (8, 0.5)]}, exponent=1.0)
-    assert np.all(out["a"][1] >= 0)
-    assert np.cumsum(out["a"][1])[7] == pytest.approx(1.0)  # held at the largest error reached
 
 
 def test_sensitivity_batch_is_bounded_by_rows_and_values():

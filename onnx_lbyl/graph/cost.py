@@ -132,9 +132,8 @@ def _known_shapes(model: onnx.ModelProto, input_shapes: InputShapes = ()) -> dic
     (YOLO's (batch, 144, -1)) resolves only at a concrete batch. The first pass's shapes win,
     so a shape that a batch of 1 would change (a Squeeze without axes) is never taken from it."""
     shapes = _shapes_of(_inferred(model, input_shapes))
-    wanted = {node.output[0] for node in model.graph.node
-              if node.op_type in ("Conv", "Gemm", "MatMul") and node.output and node.output[0] not in shapes}
-    if wanted:
+    if any(node.op_type in ("Conv", "Gemm", "MatMul") and node.output and node.output[0] not in shapes
+           for node in model.graph.node):
         at_one = _shapes_of(_inferred(model, input_shapes, unit_batch=True))
         shapes.update({name: dims for name, dims in at_one.items() if name not in shapes})
     return shapes
