@@ -64,7 +64,8 @@ def tasks(part: str, configs: tuple[str, ...] = tuple(CONFIGS)) -> list[tuple[st
                                                  ("efficientnet_lite0_bn", True)) for c in configs]
         out += [(m, t, False, c) for m in DEV_CIFAR for t in (0.3, 0.5) for c in configs]
         return out
-    shipped = f"sensitivity-{sensitivity.SENSITIVITY_EXPONENT:g}"
+    shipped = next(name for name, (allocation, exponent, rows) in CONFIGS.items() if allocation == "sensitivity"
+                   and exponent == sensitivity.SENSITIVITY_EXPONENT and rows == sensitivity.SENSITIVITY_ROWS)
     return [(m, t, False, c) for m in HELD_OUT for t in (0.3, 0.5, 0.6) for c in ("error", shipped)]
 
 
