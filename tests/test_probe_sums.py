@@ -16,7 +16,8 @@ def _reference(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = columns - mean[:, None]
     cov = y @ y.T / (n - 1)
     products = y[:, None, :] * y[None, :, :]  # y_i y_j per sample
-    variance = products.var(axis=2) * n / (n - 1) ** 3  # Var of each s_ij: the products' spread
+    deviations = products - products.mean(axis=2, keepdims=True)
+    variance = (deviations ** 2).sum(axis=2) * n / (n - 1) ** 3  # Var of each s_ij (Schaefer-Strimmer 2005)
     off = ~np.eye(cov.shape[0], dtype=bool)
     intensity = min(1.0, variance[off].sum() / (cov[off] ** 2).sum())
     if n < cov.shape[0]:

@@ -109,7 +109,9 @@ class _ShrunkAccumulator(_Accumulator):
         biased = cov * (n - 1) / n
         off_fourth = (all_fourth - float(diagonal_fourth.sum())) / n
         off_biased = float(np.sum(biased * biased) - np.sum(np.diag(biased) ** 2))
-        variance = max(off_fourth - off_biased, 0.0) * n / (n - 1) ** 3  # summed Var of the s_ij, i != j
+        # summed Var of the s_ij, i != j: n / (n-1)^3 times the sum over samples of the squared
+        # deviations of y_i y_j from their mean, which is n (off_fourth - off_biased)
+        variance = max(off_fourth - off_biased, 0.0) * n * n / (n - 1) ** 3
         denominator = float(np.sum(cov * cov) - np.sum(np.diag(cov) ** 2))
         intensity = 0.0 if denominator <= 0 else min(1.0, variance / denominator)
         # fewer samples than channels: the sample covariance is singular whatever its entries'
