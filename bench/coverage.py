@@ -53,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
+from accuracy import git_state  # noqa: E402
 
 from onnx_lbyl import CompressOptions, compress  # noqa: E402
 from onnx_lbyl.canonical import canonicalise  # noqa: E402
@@ -556,10 +557,18 @@ HEADER = ("| model | MACs/sample (reduction) | parameters | MACs in prunable uni
           "| drift: rel. L2 (top-1) | CLI exit | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def write(rows: list[dict], out: Path, seconds: float, argv: list[str], load: list[float]) -> None:
+def _commit_text(commit: dict | None) -> str:
+    if not commit:
+        return "not recorded"
+    return commit["commit"][:10] + (" with uncommitted changes" if commit.get("modified_files") else "")
+
+
+def write(rows: list[dict], out: Path, seconds: float, argv: list[str], load: list[float], commit: dict | None,
+          merged: list[dict] | None = None) -> None:
+    """coverage.json and coverage.md; `merged`: the later runs whose rows replaced some of the first run's."""
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {ort.__version__}"
     meta = {"command": "python bench/coverage.py " + " ".join(argv), "seconds": round(seconds, 1), "machine": machine,
-            "load_average": load,
+            "load_average": load, "commit": commit, **({"merged": merged} if merged else {}),
             "options": f"CompressOptions(ratio={RATIO}, input_shapes=...) (all else default: groups scope, moments-greedy)",
             "goal": "issue 10: >= 20% fewer MACs, runs in onnxruntime with the original's names and shapes"}
     out.mkdir(parents=True, exist_ok=True)
@@ -570,11 +579,13 @@ def write(rows: list[dict], out: Path, seconds: float, argv: list[str], load: li
         "",
         "Reproduce: `python bench/torch_zoo.py --out bench/results/zoo` (torch, dev extra), then "
         "`python bench/coverage.py` (reads ../shared/models and ../shared/data). "
-        f"This run: {meta['seconds']:.0f} s on {machine}, shared with other jobs (1-minute load average "
+        f"This run: commit {_commit_text(commit)}, {meta['seconds']:.0f} s on {machine}, shared with other jobs (1-minute load average "
         f"{min(load):.1f} to {max(load):.1f} over the run; the seconds column is wall time under that load); "
         "every compression is "
         f"`onnx_lbyl.compress(path, {meta['options']})`, then once more through `onnx-lbyl IN OUT --ratio 0.3 "
-        "[--input-shape ...] --report R.json`.",
+        "[--input-shape ...] --report R.json`." + "".join(
+            f" Rows re-run later by `{m['command']}` at commit {_commit_text(m['commit'])} replace the first run's."
+            for m in merged or []),
         "",
         "Models: every bench/torch_zoo.py export (random non-degenerate weights, opset 17, `_folded` = torch's "
         "default BN folding), the real files of ../shared/models (ppocr at `--input-shape x:1,3,48,192`), and "
@@ -636,7 +647,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="models whose name contains one of these (results are not written)")
     parser.add_argument("--no-cli", action="store_true", help="skip the command-line check")
     parser.add_argument("--out", type=Path, default=None, help="where coverage.{md,json} go (default: bench/results)")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: replace those models' rows in the existing coverage.json, keep the others")
     args = parser.parse_args(argv)
+    if args.merge and args.only is None:
+        parser.error("--merge needs --only")
     chosen = [e for e in entries(args.zoo, args.shared)
               if args.only is None or any(p in e.name for p in args.only)]
     missing = [e.name for e in chosen if e.family == "torch zoo" and not e.path.is_file()]
@@ -659,8 +674,17 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(markdown_row(row))
     print(f"{seconds:.0f} s")
-    if args.out is not None or args.only is None:
-        write(rows, args.out or HERE / "results", seconds, argv, [round(x, 2) for x in load])
+    out = args.out or HERE / "results"
+    if args.merge:
+        earlier = json.loads((out / "coverage.json").read_text())
+        fresh = {row["model"]: row for row in rows}
+        rows = [fresh.pop(row["model"], row) for row in earlier["rows"]] + list(fresh.values())
+        merged = earlier["meta"].get("merged", []) + [{"command": "python bench/coverage.py " + " ".join(argv),
+                                                        "seconds": round(seconds, 1), "commit": git_state()}]
+        write(rows, out, earlier["meta"]["seconds"], earlier["meta"]["command"].split()[2:],
+              earlier["meta"]["load_average"], earlier["meta"].get("commit"), merged)
+    elif args.out is not None or args.only is None:
+        write(rows, out, seconds, argv, [round(x, 2) for x in load], git_state())
     return 0
 
 
