@@ -63,65 +63,25 @@ class _Accumulator:
 
 
 class _ShrunkAccumulator(_Accumulator):
-    """_Accumulator whose covariance is shrunk toward its diagonal by the Schaefer-Strimmer
-    intensity: the sum of the estimated variances of the off-diagonal sample covariances over
-    the sum of their squares (clipped to [0, 1]). Why: a tensor read after global pooling gives
-    one sample per image, so a 1280-channel covariance from a few dozen probe images (or a few
-    hundred calibration images) has rank below its size; its zero conditional variances would
-    say that any channel can be removed for free. With fewer samples than channels the
-    intensity is at least channels / samples for that reason.
+    """_Accumulator whose covariance keeps only its diagonal when it has fewer samples than
+    channels. Why: a tensor read after global pooling gives one sample per image, so a
+    1280-channel covariance from a few dozen probe images (or a few hundred calibration images)
+    has rank below its size; its zero conditional variances would say that any channel can be
+    removed for free (EfficientNet-Lite0's 1280-channel head read after pooling: 128 samples).
 
-    Only the sum of those variances is needed, and the variance of s_ij is the sample variance
-    of the products y_i y_j (y the centred values), which is never negative; so the sum over
-    i != j of E[y_i^2 y_j^2] is E[||y||^4] minus the diagonal's E[y_i^4]. Both follow from
-    O(channels) sums per sample (||x||^4, ||x||^2 x and the per-channel powers of x), centred
-    at the end, instead of two channels x channels products per batch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.powers = self.norm_weighted = None  # per channel: sums of x^2, x^3, x^4; sum of ||x||^2 x
-        self.norm_fourth = 0.0  # sum of ||x||^4
-
-    def add(self, rows: np.ndarray) -> np.ndarray:
-        shifted = super().add(rows)
-        squares = shifted * shifted
-        norms = squares.sum(axis=0)  # ||x_s||^2 per sample
-        if self.powers is None:
-            self.powers, self.norm_weighted = np.zeros((3, rows.shape[0])), np.zeros(rows.shape[0])
-        self.powers += (squares.sum(axis=1), (squares * shifted).sum(axis=1), (squares * squares).sum(axis=1))
-        self.norm_fourth += float(norms @ norms)
-        self.norm_weighted += shifted @ norms
-        return shifted
+    With at least as many samples as channels the covariance is left as measured. Shrinking it
+    there by the Schaefer-Strimmer intensity (the estimated variances of the off-diagonal entries
+    over their squares) was tried: computed correctly (commit 25e2c30) it is about 1e-3 on a
+    convolution's outputs, enough to blur an exact dependence between channels that the
+    compensation should recover exactly (tests/test_groups.py); on the development models it
+    moved top-1 by no more than noise (bench/results/sensitivity_allocation.md), and its
+    fourth-moment sums cost as much per batch as the covariance product on wide tensors."""
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         mean, cov = super().moments()
-        n = self.count
-        if n < 2:
-            return mean, cov
-        m, _ = self._central()  # the mean of the shifted values, which the sums are of
-        square_norm = float(m @ m)
-        # sum over samples of ||x - m||^4 and, per channel, of (x_i - m_i)^4, from the raw sums
-        all_fourth = (self.norm_fourth - 4 * float(self.norm_weighted @ m) + 4 * float(m @ self.outer @ m)
-                      + 2 * float(np.trace(self.outer)) * square_norm - 4 * float(self.total @ m) * square_norm
-                      + n * square_norm ** 2)
-        p2, p3, p4 = self.powers
-        diagonal_fourth = p4 - 4 * m * p3 + 6 * m ** 2 * p2 - 4 * m ** 3 * self.total + n * m ** 4
-        biased = cov * (n - 1) / n
-        off_fourth = (all_fourth - float(diagonal_fourth.sum())) / n
-        off_biased = float(np.sum(biased * biased) - np.sum(np.diag(biased) ** 2))
-        # summed Var of the s_ij, i != j: n / (n-1)^3 times the sum over samples of the squared
-        # deviations of y_i y_j from their mean, which is n (off_fourth - off_biased)
-        variance = max(off_fourth - off_biased, 0.0) * n * n / (n - 1) ** 3
-        denominator = float(np.sum(cov * cov) - np.sum(np.diag(cov) ** 2))
-        intensity = 0.0 if denominator <= 0 else min(1.0, variance / denominator)
-        # fewer samples than channels: the sample covariance is singular whatever its entries'
-        # variances say, and its null space would price removals at zero (EfficientNet-Lite0's
-        # 1280-channel head read after pooling: 128 samples), so shrink by channels / samples
-        if n < cov.shape[0]:
-            intensity = max(intensity, min(1.0, cov.shape[0] / n))
-        shrunk = (1.0 - intensity) * cov
-        shrunk[np.diag_indices_from(shrunk)] = np.diag(cov)
-        return mean, shrunk
+        if 2 <= self.count < cov.shape[0]:
+            return mean, np.diag(np.diag(cov))
+        return mean, cov
 
 
 def probe_statistics(
