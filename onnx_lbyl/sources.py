@@ -36,8 +36,9 @@ PROBE_POOL_VALUES = 1 << 22  # ... fewer for large images (at most this many num
 SAMPLES_PER_CHANNEL = 4
 PROBE_MAX_VALUES = 1 << 21
 # Channel groups are measured on more images: their reads include late layers of few positions
-# and global pooling (one sample per image) for covariances of a thousand channels, even after
-# shrinkage (graph.probe). Chosen on the development models; bench/results/design_checks.md.
+# and global pooling (one sample per image) for covariances of a thousand channels, which
+# graph.probe reduces to their diagonal while they have fewer samples than channels. Chosen on
+# the development models; bench/results/design_checks.md.
 GROUP_PROBE_IMAGES = 128
 GROUP_PROBE_MAX_VALUES = 1 << 25
 # The validation batch (pipeline): between 8 and 64 samples, as many as fit in this many numbers
