@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from onnx_lbyl import CompressOptions, compress
-from onnx_lbyl.sensitivity import output_drift, predicted_error, scaled_curves, sensitivity_feeds
+from onnx_lbyl.sensitivity import SENSITIVITY_ROWS, output_drift, predicted_error, scaled_curves, sensitivity_feeds
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "resnet20_cifar10.onnx"
 
@@ -38,8 +38,8 @@ def test_curves_scale_by_the_measured_to_predicted_ratio_to_the_exponent():
 
 
 def test_sensitivity_batch_is_bounded_by_rows_and_values():
-    small = sensitivity_feeds({"x": np.zeros((100, 3, 4, 4), np.float32)})
-    assert small["x"].shape == (32, 3, 4, 4)
+    small = sensitivity_feeds({"x": np.zeros((SENSITIVITY_ROWS + 44, 3, 4, 4), np.float32)})
+    assert small["x"].shape == (SENSITIVITY_ROWS, 3, 4, 4)
     large = sensitivity_feeds({"x": np.zeros((40, 3, 1024, 1024), np.float32)})
     assert large["x"].shape[0] == 2
     fixed = sensitivity_feeds({"x": np.zeros((40, 3, 4, 4), np.float32)}, batch=8)
