@@ -563,11 +563,11 @@ def _commit_text(commit: dict | None) -> str:
     return commit["commit"][:10] + (" with uncommitted changes" if commit.get("modified_files") else "")
 
 
-def write(rows: list[dict], out: Path, seconds: float, argv: list[str], load: list[float], commit: dict | None,
+def write(rows: list[dict], out: Path, seconds: float, command: str, load: list[float], commit: dict | None,
           merged: list[dict] | None = None) -> None:
     """coverage.json and coverage.md; `merged`: the later runs whose rows replaced some of the first run's."""
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {ort.__version__}"
-    meta = {"command": "python bench/coverage.py " + " ".join(argv), "seconds": round(seconds, 1), "machine": machine,
+    meta = {"command": command, "seconds": round(seconds, 1), "machine": machine,
             "load_average": load, "commit": commit, **({"merged": merged} if merged else {}),
             "options": f"CompressOptions(ratio={RATIO}, input_shapes=...) (all else default: groups scope, moments-greedy)",
             "goal": "issue 10: >= 20% fewer MACs, runs in onnxruntime with the original's names and shapes"}
@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO, help="bench/torch_zoo.py's folder (default: %(default)s)")
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="the shared models and data (default: %(default)s)")
-    parser.add_argument("--only", nargs="*", default=None, help="models whose name contains one of these (results are not written)")
+    parser.add_argument("--only", nargs="*", default=None, help="models whose name contains one of these (results are written only with --out or --merge)")
     parser.add_argument("--no-cli", action="store_true", help="skip the command-line check")
     parser.add_argument("--out", type=Path, default=None, help="where coverage.{md,json} go (default: bench/results)")
     parser.add_argument("--merge", action="store_true",
@@ -675,16 +675,17 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_row(row))
     print(f"{seconds:.0f} s")
     out = args.out or HERE / "results"
+    command = "python bench/coverage.py " + " ".join(argv)
     if args.merge:
         earlier = json.loads((out / "coverage.json").read_text())
         fresh = {row["model"]: row for row in rows}
         rows = [fresh.pop(row["model"], row) for row in earlier["rows"]] + list(fresh.values())
-        merged = earlier["meta"].get("merged", []) + [{"command": "python bench/coverage.py " + " ".join(argv),
-                                                        "seconds": round(seconds, 1), "commit": git_state()}]
-        write(rows, out, earlier["meta"]["seconds"], earlier["meta"]["command"].split()[2:],
-              earlier["meta"]["load_average"], earlier["meta"].get("commit"), merged)
+        merged = earlier["meta"].get("merged", []) + [{"command": command, "seconds": round(seconds, 1),
+                                                        "commit": git_state()}]
+        write(rows, out, earlier["meta"]["seconds"], earlier["meta"]["command"], earlier["meta"]["load_average"],
+              earlier["meta"].get("commit"), merged)
     elif args.out is not None or args.only is None:
-        write(rows, out, seconds, argv, [round(x, 2) for x in load], git_state())
+        write(rows, out, seconds, command, [round(x, 2) for x in load], git_state())
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnx_lbyl.graph.probe import _Accumulator, _ShrunkAccumulator
+from onnx_lbyl.graph.probe import _Accumulator, _DiagonalWhenShortAccumulator
 from onnx_lbyl.numerics.elimination import _add_product
 
 
@@ -20,7 +20,7 @@ def test_shrunk_sums_equal_the_formulas_on_all_data(channels, samples, batches):
     rng = np.random.default_rng(channels)
     mixing = rng.standard_normal((channels, channels))
     parts = [np.maximum(mixing @ rng.standard_normal((channels, samples)) + 3.0, 0) for _ in range(batches)]
-    accumulator = _ShrunkAccumulator()
+    accumulator = _DiagonalWhenShortAccumulator()
     for part in parts:
         accumulator.add(part)
     mean, cov = accumulator.moments()

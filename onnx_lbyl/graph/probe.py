@@ -40,8 +40,8 @@ class _Accumulator:
     def __init__(self) -> None:
         self.count, self.total, self.outer, self.shift = 0, None, None, None
 
-    def add(self, rows: np.ndarray) -> np.ndarray:  # rows: (channels, samples)
-        """Add the columns of `rows`; returns them shifted (what the sums were taken of)."""
+    def add(self, rows: np.ndarray) -> None:  # rows: (channels, samples)
+        """Add the columns of `rows`."""
         if self.total is None:
             self.shift = rows.mean(axis=1)
             self.total, self.outer = np.zeros(rows.shape[0]), np.zeros((rows.shape[0],) * 2)
@@ -49,20 +49,14 @@ class _Accumulator:
         self.count += rows.shape[1]
         self.total += shifted.sum(axis=1)
         self.outer += shifted @ shifted.T
-        return shifted
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
-        mean, cov = self._central()
-        return mean + self.shift, cov
-
-    def _central(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (of the shifted values) and covariance."""
-        mean = self.total / self.count
+        mean = self.total / self.count  # of the shifted values
         cov = (self.outer - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
-        return mean, 0.5 * (cov + cov.T)
+        return mean + self.shift, 0.5 * (cov + cov.T)
 
 
-class _ShrunkAccumulator(_Accumulator):
+class _DiagonalWhenShortAccumulator(_Accumulator):
     """_Accumulator whose covariance keeps only its diagonal when it has fewer samples than
     channels. Why: a tensor read after global pooling gives one sample per image, so a
     1280-channel covariance from a few dozen probe images (or a few hundred calibration images)
@@ -284,7 +278,7 @@ def probe_tensors(
     quiet = ort.SessionOptions()
     quiet.log_severity_level = 3  # the running statistics a rewritten BN no longer reads are unused
     session = _open(_probe_model(model, names, scratch, batch_statistics), quiet)
-    sums = [_ShrunkAccumulator() for _ in unique]
+    sums = [_DiagonalWhenShortAccumulator() for _ in unique]
     parts = _batches(session, feeds, batch)
     if not parts:
         rows = min(int(np.shape(v)[0]) for v in feeds.values())
