@@ -61,6 +61,26 @@ def test_relu_second_moments_match_monte_carlo_including_collinear_pairs():
     assert np.allclose(cov, exact - np.outer(first, first))
 
 
+def test_relu_second_moments_by_row_blocks_equal_the_whole_matrix(monkeypatch):
+    """The pairs are computed a block of rows at a time (memory); each pair depends only on
+    its two channels, so any block size gives the same bits, degenerate and collinear channels
+    included."""
+    from onnx_lbyl.numerics import statistics
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((9, 5))
+    cov = a @ a.T
+    cov[1], cov[:, 1] = 2 * cov[0], 2 * cov[:, 0]  # collinear with channel 0
+    cov[1, 1] = 4 * cov[0, 0]
+    cov[3], cov[:, 3] = 0.0, 0.0  # no spread
+    moments = GaussianMoments(rng.standard_normal(9), cov)
+    monkeypatch.setattr(statistics, "PAIR_BLOCK", 1 << 30)
+    whole = relu_second_moments(moments)
+    for block in (1, 9, 20):  # one row, one row of 9 pairs, two rows
+        monkeypatch.setattr(statistics, "PAIR_BLOCK", block)
+        assert np.array_equal(relu_second_moments(moments), whole)
+
+
 def test_residual_mean_and_bias_correction_are_the_formulas():
     coefficients = np.array([[0.5, 0.0], [0.25, 2.0]])  # kept (0, 2), removed (1, 3)
     kept, removed = np.array([0, 2]), np.array([1, 3])

@@ -121,31 +121,24 @@ def _collinear_product(mi, si, mk, sk, sign):
     return np.where(empty, 0.0, value)
 
 
+PAIR_BLOCK = 1 << 18  # channel pairs evaluated at once: the closed forms hold ~40 arrays of this size
+
+
 def relu_second_moments(moments: GaussianMoments) -> np.ndarray:
-    """E[a a^T] for a = ReLU(z), z ~ N(mean, cov): the closed forms in the module docstring."""
+    """E[a a^T] for a = ReLU(z), z ~ N(mean, cov): the closed forms in the module docstring.
+    Every pair's product depends only on its two channels, so the (n, n) matrix is filled a
+    block of rows at a time: a 4096-wide classifier layer (VGG's) otherwise needs its forty
+    n x n temporaries at once, 5 GB."""
     mu = moments.mean
     sd = moments.std
     n = mu.size
     out = np.empty((n, n))
     degenerate = sd <= _TINY
     safe = np.where(degenerate, 1.0, sd)
-    rho = moments.cov / np.outer(safe, safe)
-    rho = np.clip(rho, -1.0, 1.0)
-    mi, mk = mu[:, None] * np.ones((1, n)), np.ones((n, 1)) * mu[None, :]
-    si, sk = safe[:, None] * np.ones((1, n)), np.ones((n, 1)) * safe[None, :]
-    h, k = mi / si, mk / sk
-
-    unit = np.abs(rho) >= _UNIT
-    r = np.where(unit, 0.0, rho)
-    q = np.sqrt(1.0 - r * r)
-    general = (
-        (mi * mk + r * si * sk) * _bivariate_cdf(h, k, r)
-        + mi * sk * norm.pdf(k) * norm.cdf((h - r * k) / q)
-        + mk * si * norm.pdf(h) * norm.cdf((k - r * h) / q)
-        + si * sk * q * norm.pdf(h) * norm.pdf((k - r * h) / q)
-    )
-    collinear = _collinear_product(mi, si, mk, sk, np.sign(rho))
-    out = np.where(unit, collinear, general)
+    rows = max(1, PAIR_BLOCK // max(n, 1))
+    for start in range(0, n, rows):
+        block = slice(start, min(n, start + rows))
+        out[block] = _pair_products(mu[block], safe[block], mu, safe, moments.cov[block])
     # A channel with no spread is the constant ReLU(mean): its products are exact.
     if np.any(degenerate):
         first = relu_mean(mu, sd)
@@ -158,6 +151,29 @@ def relu_second_moments(moments: GaussianMoments) -> np.ndarray:
     diag = np.where(degenerate, np.maximum(mu, 0.0) ** 2, diag)
     out[np.diag_indices(n)] = diag
     return 0.5 * (out + out.T)
+
+
+def _pair_products(mean_rows: np.ndarray, sd_rows: np.ndarray, mean: np.ndarray, sd: np.ndarray,
+                   cov_rows: np.ndarray) -> np.ndarray:
+    """E[ReLU(z_i) ReLU(z_k)] for the rows' channels i against every channel k (sd > 0: a
+    channel without spread gets 1 here and is overwritten by the caller)."""
+    rho = np.clip(cov_rows / np.outer(sd_rows, sd), -1.0, 1.0)
+    ones_rows, ones = np.ones((mean_rows.size, 1)), np.ones((1, mean.size))
+    mi, mk = mean_rows[:, None] * ones, ones_rows * mean[None, :]
+    si, sk = sd_rows[:, None] * ones, ones_rows * sd[None, :]
+    h, k = mi / si, mk / sk
+
+    unit = np.abs(rho) >= _UNIT
+    r = np.where(unit, 0.0, rho)
+    q = np.sqrt(1.0 - r * r)
+    general = (
+        (mi * mk + r * si * sk) * _bivariate_cdf(h, k, r)
+        + mi * sk * norm.pdf(k) * norm.cdf((h - r * k) / q)
+        + mk * si * norm.pdf(h) * norm.cdf((k - r * h) / q)
+        + si * sk * q * norm.pdf(h) * norm.pdf((k - r * h) / q)
+    )
+    collinear = _collinear_product(mi, si, mk, sk, np.sign(rho))
+    return np.where(unit, collinear, general)
 
 
 def relu_covariance(moments: GaussianMoments) -> tuple[np.ndarray, np.ndarray]:
