@@ -19,6 +19,8 @@ view, which the log states) and its checks: bench/results/probe_variants.md.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 SPECTRUM_EXPONENT = 1.5
@@ -90,14 +92,20 @@ def dead_leaves(shape: tuple[int, ...], rng: np.random.Generator, alpha: float =
 
 def synthetic_pool(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """N candidate images on a [0, 1] scale: equal shares of Gaussian fields and of dead
-    leaves at every DEAD_LEAVES_ALPHAS (the last share takes the remainder)."""
+    leaves at every DEAD_LEAVES_ALPHAS (the last share takes the remainder). Each share is
+    written into the pool as it is made, so only one share exists twice at a time."""
     n = shape[0]
     kinds = 1 + len(DEAD_LEAVES_ALPHAS)
     counts = [n // kinds] * (kinds - 1) + [n - (kinds - 1) * (n // kinds)]
-    parts = [gaussian_pixels((counts[0],) + tuple(shape[1:]), rng)] if counts[0] else []
-    parts += [dead_leaves((k,) + tuple(shape[1:]), rng, alpha) for k, alpha in zip(counts[1:], DEAD_LEAVES_ALPHAS)
-              if k]  # fewer than `kinds` images (a fixed batch of 1): the last kinds only
-    return np.concatenate(parts)
+    rest = tuple(shape[1:])
+    pool = np.empty((n, *rest))
+    start = 0
+    makers = [gaussian_pixels] + [partial(dead_leaves, alpha=alpha) for alpha in DEAD_LEAVES_ALPHAS]
+    for count, make in zip(counts, makers):
+        if count:  # fewer than `kinds` images (a fixed batch of 1): the last kinds only
+            pool[start:start + count] = make((count, *rest), rng)
+            start += count
+    return pool
 
 
 def recognised_rows(scores: np.ndarray, count: int) -> np.ndarray:

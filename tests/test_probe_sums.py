@@ -16,7 +16,7 @@ def _reference(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("channels, samples, batches", [(6, 40, 3), (12, 5, 2), (5, 400, 4)])
-def test_shrunk_sums_equal_the_formulas_on_all_data(channels, samples, batches):
+def test_sums_equal_the_formulas_on_all_data(channels, samples, batches):
     rng = np.random.default_rng(channels)
     mixing = rng.standard_normal((channels, channels))
     parts = [np.maximum(mixing @ rng.standard_normal((channels, samples)) + 3.0, 0) for _ in range(batches)]
@@ -27,6 +27,23 @@ def test_shrunk_sums_equal_the_formulas_on_all_data(channels, samples, batches):
     want_mean, want_cov = _reference(np.concatenate(parts, axis=1))
     np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
     np.testing.assert_allclose(cov, want_cov, rtol=1e-9, atol=1e-12 * np.abs(want_cov).max())
+
+
+def test_scratch_rows_give_the_same_sums_as_kept_rows():
+    """channel_rows hands the sums a private float64 copy they shift in place; the moments
+    are the same bits as from rows the sums must leave alone."""
+    from onnx_lbyl.graph.probe import channel_rows
+
+    rng = np.random.default_rng(3)
+    tensors = [rng.standard_normal((2, 4, 3, 5)).astype(np.float32) + 2 for _ in range(3)]
+    kept, scratch = _Accumulator(), _Accumulator()
+    for value in tensors:
+        rows = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(4, -1)
+        kept.add(rows)
+        scratch.add(channel_rows(value), scratch=True)
+        assert np.array_equal(rows, np.moveaxis(value.astype(np.float64), 1, 0).reshape(4, -1))
+    for a, b in zip(kept.moments(), scratch.moments()):
+        assert np.array_equal(a, b)
 
 
 def test_plain_sums_keep_a_large_mean_and_a_small_spread():

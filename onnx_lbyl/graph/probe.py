@@ -6,6 +6,7 @@ BatchNormalization node is present.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,12 +41,17 @@ class _Accumulator:
     def __init__(self) -> None:
         self.count, self.total, self.outer, self.shift = 0, None, None, None
 
-    def add(self, rows: np.ndarray) -> None:  # rows: (channels, samples)
-        """Add the columns of `rows`."""
+    def add(self, rows: np.ndarray, scratch: bool = False) -> None:  # rows: (channels, samples)
+        """Add the columns of `rows`; `scratch` says they are a float64 copy the sums may
+        overwrite (channel_rows), which saves a copy of every probed tensor."""
         if self.total is None:
             self.shift = rows.mean(axis=1)
             self.total, self.outer = np.zeros(rows.shape[0]), np.zeros((rows.shape[0],) * 2)
-        shifted = rows - self.shift[:, None]
+        if scratch:
+            shifted = rows
+            shifted -= self.shift[:, None]
+        else:
+            shifted = rows - self.shift[:, None]
         self.count += rows.shape[1]
         self.total += shifted.sum(axis=1)
         self.outer += shifted @ shifted.T
@@ -100,8 +106,7 @@ def probe_statistics(
     for part in parts:
         values = _finite(names, _run(session, names, part))
         for index, value in enumerate(values):
-            flat = np.moveaxis(np.asarray(value, dtype=np.float64), 1, 0).reshape(value.shape[1], -1)
-            (pre if index < len(chains) else post)[index % len(chains)].add(flat)
+            (pre if index < len(chains) else post)[index % len(chains)].add(channel_rows(value), scratch=True)
     if not parts:
         rows = min(int(np.shape(v)[0]) for v in feeds.values())
         raise InputError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
@@ -113,7 +118,11 @@ def probe_statistics(
     return result
 
 
-def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batch: int = 64,
+SCORING_BATCH = 8  # rows per call when scoring candidates: an inference model scores each row alone, and
+# onnxruntime holds a whole batch's activations (at 64 rows of 224x224, 1.2 GB on ResNet-50)
+
+
+def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batch: int = SCORING_BATCH,
                       scratch: Scratch | None = None) -> np.ndarray | None:
     """The model's first output on `feeds`, `batch` rows per call (a fixed batch axis sets its
     own), if it looks like class scores: (rows, K) with K >= 2 (trailing axes of size 1 are
@@ -131,7 +140,11 @@ def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batc
 
 def _open(data: bytes | str, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
     """An onnxruntime session of the (unpruned) model the probe runs: a model onnxruntime cannot
-    load (an operator or type it has no kernel for, say) is the input's problem, exit 2."""
+    load (an operator or type it has no kernel for, say) is the input's problem, exit 2.
+    Without onnxruntime's memory arena: a probe asks for most tensors as outputs, and the
+    arena keeps its largest run's buffers until the session closes."""
+    options = options or ort.SessionOptions()
+    options.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -171,24 +184,41 @@ def _probe_model(model: onnx.ModelProto, names: list[str], scratch: Scratch | No
     model file beside the scratch copy of its weights (so they are written only once).
     `batch_statistics` makes every BatchNormalization normalise with the batch's own statistics
     (batch_statistics_bn)."""
-    large = scratch is not None and is_large(model)
-    if large:
-        path = scratch.original(model)
-        probe = onnx.load(str(path), load_external_data=False)  # the graph alone
-    else:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-    if batch_statistics:
-        batch_statistics_bn(probe)
-    existing = {o.name for o in probe.graph.output}
-    for name in dict.fromkeys(names):
-        if name not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    if not large:
-        return probe.SerializeToString()
-    probe_path = path.with_name("probe.onnx")
-    onnx.save_model(probe, str(probe_path))
+    if not (scratch is not None and is_large(model)):
+        with _as_probe(model, names, batch_statistics):  # no copy of the weights: restored after
+            return model.SerializeToString()
+    path = scratch.original(model)
+    probe = onnx.load(str(path), load_external_data=False)  # the graph alone
+    with _as_probe(probe, names, batch_statistics):
+        probe_path = path.with_name("probe.onnx")
+        onnx.save_model(probe, str(probe_path))
     return str(probe_path)
+
+
+@contextmanager
+def _as_probe(model: onnx.ModelProto, names: list[str], batch_statistics: bool):
+    """`model` changed in place into the probe's model (extra outputs `names`, BN by batch
+    statistics) while the block runs, then restored: a copy to change would double the weights
+    in memory for the moment of serialising (1.1 GB on VGG-16-BN)."""
+    graph = model.graph
+    outputs, initializers = len(graph.output), len(graph.initializer)
+    nodes = onnx.GraphProto()
+    if batch_statistics:
+        nodes.node.extend(graph.node)  # copies of the nodes: small against the weights
+    try:
+        if batch_statistics:
+            batch_statistics_bn(model)
+        existing = {o.name for o in graph.output}
+        for name in dict.fromkeys(names):
+            if name not in existing:
+                graph.output.append(onnx.ValueInfoProto(name=name))
+        yield model
+    finally:
+        del graph.output[outputs:]
+        del graph.initializer[initializers:]
+        if batch_statistics:
+            del graph.node[:]
+            graph.node.extend(nodes.node)
 
 
 def batch_statistics_bn(model: onnx.ModelProto) -> int:
@@ -285,11 +315,17 @@ def probe_tensors(
         raise InputError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
     for part in parts:
         for request, value, acc in zip(unique, _finite(names, _run(session, names, part)), sums):
-            value = np.asarray(value, dtype=np.float64)
             if request.outer != 1 or request.inner != 1:
                 value = value.reshape(value.shape[0], request.outer, request.total, request.inner)
-                rows = np.moveaxis(value, 2, 0).reshape(request.total, -1)
+                acc.add(channel_rows(value, axis=2), scratch=True)
             else:
-                rows = np.moveaxis(value, request.axis, 0).reshape(value.shape[request.axis], -1)
-            acc.add(rows)
+                acc.add(channel_rows(value, axis=request.axis), scratch=True)
     return {request.name: acc.moments() for request, acc in zip(unique, sums)}
+
+
+def channel_rows(value: np.ndarray, axis: int = 1) -> np.ndarray:
+    """A probed tensor as float64 rows (channels along `axis`, samples: every other axis), made
+    in one copy: converting first and moving the axis after took two, the largest part of the
+    probe's own time on ImageNet-sized tensors."""
+    moved = np.moveaxis(value, axis, 0)
+    return np.array(moved, dtype=np.float64, order="C").reshape(moved.shape[0], -1)
