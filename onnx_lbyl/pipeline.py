@@ -444,8 +444,8 @@ def _chain_curve(chain: Chain, options: CompressOptions, probed: ProbedStatistic
     _mean, cov = activation_moments(chain, layer, options, probed, covariance=True)
     weight = next_layer_weight(chain)
     rows = np.moveaxis(np.asarray(weight, dtype=np.float64), 1, 0).reshape(layer.channels, -1)
-    energy = float(np.sum(cov * (rows @ rows.T)))
-    return removal_curve([ReadView(cov, rows, 1.0 / max(energy, 1e-30))], keep=1)
+    gram = rows @ rows.T
+    return removal_curve([ReadView(cov, gram, 1.0 / max(float(np.sum(cov * gram)), 1e-30))], keep=1)
 
 
 def _prune_chain(

@@ -67,17 +67,20 @@ def greedy_output_elimination(
     """
     n = activation_cov.shape[0]
     rows = np.moveaxis(np.asarray(next_weight, dtype=np.float64), axis, 0).reshape(n, -1)
-    kept, removed, coefficients, errors = greedy_group_elimination([ReadView(activation_cov, rows)], keep, jitter)
+    kept, removed, coefficients, errors = greedy_group_elimination([ReadView(activation_cov, rows @ rows.T)], keep,
+                                                                   jitter)
     return kept, removed, coefficients[0], errors
 
 
 @dataclass(frozen=True)
 class ReadView:
     """One consumer's view of a channel group: the covariance of the n channels it reads and
-    each channel's outgoing weights in it (n rows), with a weight for the sum over consumers."""
+    the Gram matrix of their outgoing weights in it (rows @ rows.T, one row of the consumer's
+    weights per channel: all the elimination needs of them), with a weight for the sum over
+    consumers."""
 
     cov: np.ndarray
-    rows: np.ndarray
+    gram: np.ndarray
     weight: float = 1.0
 
 
@@ -91,7 +94,7 @@ class _ViewState:
         # Gram matrix of the effective rows (what each still-kept channel carries after the folds):
         # a fold g_t += beta_t g_j changes it by a rank-two update, O(n^2) a step instead of
         # O(n m) for the rows themselves, which are never needed (coef gives the folded weights).
-        self.gram = view.rows @ view.rows.T
+        self.gram = view.gram  # never written: each step replaces it by an updated submatrix
         self.ridge = jitter * max(float(np.mean(np.diag(view.cov))) if n else 0.0, 1e-30)
         self.precision = _precision(view.cov, self.ridge)
         self.coef = np.zeros((n, remove))  # coef[i, s]: how much of the s-th removed row channel i carries
