@@ -78,10 +78,12 @@ def prune_groups(graph: gs.Graph, groups: list[Group], keeps: dict[str, int], me
                 coefficients = [moment_coefficients(s.mean, s.cov, kept, removed) for s in read_stats]
             else:
                 coefficients = [np.zeros((kept.size, removed.size)) for _ in group.reads]
-        for read, view, s, coef in zip(group.reads, views, read_stats, coefficients):
+        for index, (read, s, coef) in enumerate(zip(group.reads, read_stats, coefficients)):
+            view, views[index] = views[index], None  # freed before fold_read makes its own float64 copy
             if method.mean_corrected and removed.size:
                 residual = residual_mean(coef, kept, removed, s.mean)
                 add_bias(read.node, view[:, removed].sum(axis=2) @ residual, graph)
+            del view
             fold_read(read, group.channels, kept, removed, coef)
         decided.append((group, removed))
         reports.append(LayerReport(

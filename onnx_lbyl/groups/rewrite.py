@@ -33,15 +33,17 @@ def _weight(node: gs.Node) -> gs.Constant:
 
 def read_view(read: Read, channels: int) -> np.ndarray:
     """The consumer's weights for the group's channels at this read, in Conv layout
-    (outputs, channels, taps): taps are kernel positions, or a flattened channel's features."""
-    w = np.asarray(_weight(read.node).values, dtype=np.float64)
+    (outputs, channels, taps): taps are kernel positions, or a flattened channel's features.
+    Converted to float64 once, at the end (VGG-16's first classifier weight is 800 MB a
+    float64 copy)."""
+    w = np.asarray(_weight(read.node).values)
     if read.node.op in ("Conv", "ConvTranspose"):
-        w = np.moveaxis(w, input_axis(read.node), 1)
-        part = w[:, read.offset:read.offset + channels]
-        return part.reshape(part.shape[0], channels, -1)
+        part = np.moveaxis(w, input_axis(read.node), 1)[:, read.offset:read.offset + channels]
+        return np.array(part, dtype=np.float64, order="C").reshape(part.shape[0], channels, -1)
     features = np.moveaxis(w, input_axis(read.node), 0)  # (K, out)
     blocks = features.reshape(read.outer, read.total, read.inner, -1)[:, read.offset:read.offset + channels]
-    return blocks.transpose(3, 1, 0, 2).reshape(blocks.shape[3], channels, -1)
+    moved = blocks.transpose(3, 1, 0, 2)
+    return np.array(moved, dtype=np.float64, order="C").reshape(moved.shape[0], channels, -1)
 
 
 def fold_read(read: Read, channels: int, kept: np.ndarray, removed: np.ndarray,
