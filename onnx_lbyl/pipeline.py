@@ -147,7 +147,11 @@ def analyse_model(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
     options = replace(options, input_shapes=resolve_input_shapes(model, options.input_shapes, options.calibration))
     user_model, canonical_log = model, []
     if not is_large(model):  # a model over 2 GB is taken as it is (canonicalise copies it whole)
-        model, canonical_log = canonicalise(model)
+        canonical, canonical_log = canonicalise(model)
+        # nothing changed: the one ModelProto serves as both (its copy held the weights twice
+        # through the whole run; nothing below writes to either, the probe restores what it edits)
+        model = model if not canonical_log and canonical == model else canonical
+        del canonical
     graph, chains, groups, skipped, skipped_shapes = _find_units(model, options)
     skipped += [Skipped(layer, f"inside {where}, a body the analysis does not enter")
                 for layer, where in subgraph_layers(model)]
