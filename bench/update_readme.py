@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if updated != readme:
         Path(args.readme).write_text(updated)
-        print(f"updated the accuracy section of {args.readme}")
+        print(f"updated the {'accuracy and speed sections' if args.speed else 'accuracy section'} of {args.readme}")
     else:
         print(f"{args.readme} is up to date")
     return 0
