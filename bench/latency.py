@@ -48,6 +48,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import zoo  # noqa: E402
+from accuracy import git_state  # noqa: E402
 from onnx_lbyl import CompressOptions, compress  # noqa: E402
 from onnx_lbyl.graph.cost import model_cost  # noqa: E402
 from onnx_lbyl.latency import compare_latency, measure_latency  # noqa: E402
@@ -218,7 +219,7 @@ def main() -> None:
               "default_rounding": DEFAULT, "rounding": ROUNDING,
               "onnxruntime": ort.__version__, "cpus": os.cpu_count(), "cpu_flags": cpu_flags(),
               "load_average_before": load_before, "load_average": os.getloadavg(),
-              "models": records, "bench_seconds": round(time.perf_counter() - started, 1)}
+              "models": records, "bench_seconds": round(time.perf_counter() - started, 1), "git": git_state()}
     (out / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out / 'latency.json'} in {result['bench_seconds']} s")
 

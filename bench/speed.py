@@ -265,6 +265,9 @@ def main() -> None:
             print(f"  {item['cumulative_s']:7.2f} {item['own_s']:7.2f}  {item['function'][:100]}")
     record["machine_after"] = machine()
     record["bench_seconds"] = round(time.perf_counter() - started, 1)
+    from accuracy import git_state  # the commit measured, as the other benches record it
+
+    record["git"] = git_state()
     (out / "speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {out / 'speed.json'} in {record['bench_seconds']} s")
 
