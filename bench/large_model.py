@@ -318,10 +318,13 @@ def check_output(out_dir: Path, out_path: Path, feeds: dict[str, np.ndarray], re
 
 def parameter_check(before: dict[str, list[int]], after: dict[str, list[int]], report: dict | None,
                     ratio: float) -> dict:
-    """Every Conv keeps 1 - ratio of its output channels (to one channel, as the report says);
-    its weights shrink to kept_out*kept_in/(C*C): 0.7 for the first Conv and the Gemm, whose
-    other side is not pruned, and ~0.49 for the Convs inside, pruned on both sides."""
-    keep = 1.0 - ratio
+    """Every Conv keeps 1 - ratio of its output channels, rounded up to the tool's default
+    multiple (DEFAULT_ROUND_TO: 1024 x 0.7 = 716.8 keeps 720), as the report says; its weights
+    shrink to kept_out*kept_in/(C*C): ~0.7 for the first Conv and the Gemm, whose other side is
+    not pruned, and ~0.49 for the Convs inside, pruned on both sides."""
+    from onnx_lbyl.options import DEFAULT_ROUND_TO
+
+    keep, unit = 1.0 - ratio, DEFAULT_ROUND_TO
     rows, passed = [], set(before) == set(after)
     reported = {l["name"]: l for l in (report or {}).get("layers", [])}
     for name, old in before.items():
@@ -331,9 +334,9 @@ def parameter_check(before: dict[str, list[int]], after: dict[str, list[int]], r
         out_ratio = new[0] / old[0]
         in_ratio = new[1] / old[1]
         param_ratio = float(np.prod(new) / np.prod(old))
-        ok = abs(param_ratio - (out_ratio * in_ratio)) < 1e-9 and (in_ratio == 1 or abs(in_ratio - keep) <= 1 / old[1])
+        ok = abs(param_ratio - (out_ratio * in_ratio)) < 1e-9 and (in_ratio == 1 or abs(in_ratio - keep) <= unit / old[1])
         if name.startswith("conv"):
-            ok = ok and abs(out_ratio - keep) <= 1 / old[0] and reported.get(name, {}).get("channels_after") == new[0]
+            ok = ok and abs(out_ratio - keep) <= unit / old[0] and reported.get(name, {}).get("channels_after") == new[0]
         rows.append({"layer": name, "before": old, "after": new, "param_ratio": round(param_ratio, 4)})
         passed = passed and ok
     ratios = [r["param_ratio"] for r in rows]
