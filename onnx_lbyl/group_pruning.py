@@ -24,7 +24,7 @@ from .groups.graph import label
 from .groups.rewrite import add_bias, apply_masks, fold_read, input_axis, read_view
 from .methods import Method
 from .numerics.compensation import moment_coefficients
-from .numerics.elimination import ReadView, greedy_group_elimination, removal_curve
+from .numerics.elimination import ReadView, energy_weighted_view, greedy_group_elimination, removal_curve
 from .numerics.statistics import residual_mean
 from .planning import GroupShape
 from .report import LayerReport
@@ -107,12 +107,8 @@ def elimination_views(views: list[np.ndarray], read_stats: list[ReadStatistics])
     relative to the read's expected output energy tr(Cov G G^T), so consumers of different
     scales count alike. The rows themselves are dropped at once (VGG-16's first classifier
     layer: 800 MB of them a read)."""
-    out = []
-    for view, s in zip(views, read_stats):
-        rows = view.transpose(1, 0, 2).reshape(view.shape[1], -1)
-        gram = rows @ rows.T
-        out.append(ReadView(s.cov, gram, 1.0 / max(float(np.sum(s.cov * gram)), 1e-30)))
-    return out
+    return [energy_weighted_view(s.cov, view.transpose(1, 0, 2).reshape(view.shape[1], -1))
+            for view, s in zip(views, read_stats)]
 
 
 def group_curve(group: Group, stats: dict[tuple[str, int], ReadStatistics]) -> tuple[np.ndarray, np.ndarray]:

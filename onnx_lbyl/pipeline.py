@@ -33,7 +33,7 @@ from .graph.sanity import check_model_sanity
 from .graph.probe import ProbedStatistics
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
 from .numerics.compensation import LbylLambdas, fold_into_next_layer
-from .numerics.elimination import ReadView, greedy_output_elimination, removal_curve
+from .numerics.elimination import energy_weighted_view, greedy_output_elimination, removal_curve
 from .numerics.folding import ChannelLayer
 from .numerics.lambda_choice import choose_lbyl_lambdas
 from .numerics.selection import select_channels
@@ -448,8 +448,7 @@ def _chain_curve(chain: Chain, options: CompressOptions, probed: ProbedStatistic
     _mean, cov = activation_moments(chain, layer, options, probed, covariance=True)
     weight = next_layer_weight(chain)
     rows = np.moveaxis(np.asarray(weight, dtype=np.float64), 1, 0).reshape(layer.channels, -1)
-    gram = rows @ rows.T
-    return removal_curve([ReadView(cov, gram, 1.0 / max(float(np.sum(cov * gram)), 1e-30))], keep=1)
+    return removal_curve([energy_weighted_view(cov, rows)], keep=1)
 
 
 def _prune_chain(

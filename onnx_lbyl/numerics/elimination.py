@@ -84,6 +84,14 @@ class ReadView:
     weight: float = 1.0
 
 
+def energy_weighted_view(cov: np.ndarray, rows: np.ndarray) -> ReadView:
+    """A consumer's ReadView from its rows (one per channel), weighted by 1 / its expected
+    output energy tr(Cov G G^T), so that consumers of different scales count alike when their
+    errors are summed (groups, and the budget's curves)."""
+    gram = rows @ rows.T
+    return ReadView(cov, gram, 1.0 / max(float(np.sum(cov * gram)), 1e-30))
+
+
 class _ViewState:
     """Precision, Gram matrix and folded coefficients of one view as channels leave."""
 
