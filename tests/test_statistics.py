@@ -190,3 +190,20 @@ def test_statistical_methods_restore_a_positive_multiple_exactly(method, with_bn
     assert result.report.layers[0].removed == [3]
     restored = run(result.model, x)[0]
     assert np.linalg.norm(original - restored) / np.linalg.norm(original) < 1e-5
+
+
+def test_l2_scores_by_row_blocks_are_the_full_norms(monkeypatch):
+    """The l2 criterion forms the folded filters a block of rows at a time; any block size
+    gives the norms of the whole folded matrix, to the bit."""
+    from onnx_lbyl.numerics import selection
+    from onnx_lbyl.numerics.folding import ChannelLayer
+
+    rng = np.random.default_rng(3)
+    filters = rng.standard_normal((37, 5, 3, 3)).astype(np.float32)
+    stats = [rng.standard_normal(37), rng.standard_normal(37), rng.standard_normal(37), rng.random(37) + 0.1]
+    expected = np.linalg.norm(ChannelLayer.with_batchnorm(filters, None, *stats, 1e-5).folded_filters, axis=1)
+    for values in (1, 90, 1000, 10**6):  # rows of 45 values: blocks of 1, 2, 22 and all 37 rows
+        monkeypatch.setattr(selection, "ROW_BLOCK_VALUES", values)
+        layer = ChannelLayer.with_batchnorm(filters, None, *stats, 1e-5)
+        assert np.array_equal(selection._l2(layer, rng), expected)
+        assert "folded_filters" not in layer.__dict__

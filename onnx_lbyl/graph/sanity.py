@@ -61,9 +61,7 @@ def check_model_sanity(model: onnx.ModelProto) -> onnx.ModelProto:
             if slot < len(node.input) and node.input[slot] in constants:
                 parameters.setdefault(node.input[slot], (node, slot))
     for name, tensor in constants.items():
-        _check_finite(name, tensor, strict=name in parameters)
-        if name in parameters:
-            _check_magnitude(name, tensor)
+        _check_values(name, tensor, parameter=name in parameters)
     _check_parameter_types(model, constants)
     for node in model.graph.node:
         if node.op_type == "BatchNormalization":
@@ -126,32 +124,30 @@ def _values(tensor: TensorProto) -> np.ndarray:
         raise InputError(f"initializer {tensor.name!r} cannot be read: {first_line(exc)}")
 
 
-def _check_finite(name: str, tensor: TensorProto, strict: bool) -> None:
-    """NaN is never a weight; an infinity is refused in the parameters of a layer or BN (a
-    constant elsewhere, e.g. an attention mask's -inf or a Clip bound, may be infinite)."""
+def _check_values(name: str, tensor: TensorProto, parameter: bool) -> None:
+    """NaN is never a weight; an infinity, or a magnitude beyond HUGE, is refused in the
+    parameters of a layer or BN (a constant elsewhere, e.g. an attention mask's -inf or a Clip
+    bound, may be infinite). A flipped exponent bit makes a huge weight: no trained model has
+    one, and its products overflow float32 in onnxruntime and the statistics.
+
+    One min and one max per tensor decide it (NaN propagates through both), read in the
+    tensor's own type: no float64 copy or boolean mask of a large weight unless it fails."""
     if tensor.data_type not in FLOAT_TYPES or tensor.data_location == TensorProto.EXTERNAL:
         return
     values = np.asarray(_values(tensor), dtype=np.float32 if tensor.data_type == TensorProto.BFLOAT16 else None)
     if values.size == 0:
         return
-    finite = np.isfinite(values)
-    if finite.all():
+    low, high = float(values.min()), float(values.max())
+    if np.isfinite(low) and np.isfinite(high):
+        if parameter and max(-low, high) > HUGE:
+            raise InputError(f"initializer {name!r} holds {low if -low > high else high:.3g}, "
+                             f"beyond {HUGE:g} where float32 arithmetic overflows: not a usable weight")
         return
     if np.isnan(values).any():
         raise InputError(f"initializer {name!r} holds NaN ({int(np.isnan(values).sum())} of {values.size} values)")
-    if strict:
+    if parameter:
+        finite = np.isfinite(values)
         raise InputError(f"initializer {name!r} holds an infinite value ({int((~finite).sum())} of {values.size})")
-
-
-def _check_magnitude(name: str, tensor: TensorProto) -> None:
-    """A layer parameter beyond HUGE: no trained model has one, and its products overflow
-    float32 in onnxruntime and the statistics (a flipped exponent bit makes one)."""
-    if tensor.data_type not in FLOAT_TYPES or tensor.data_location == TensorProto.EXTERNAL:
-        return
-    values = np.asarray(_values(tensor), dtype=np.float64)
-    if values.size and np.abs(values).max() > HUGE:
-        raise InputError(f"initializer {name!r} holds {values.flat[int(np.argmax(np.abs(values)))]:.3g}, "
-                         f"beyond {HUGE:g} where float32 arithmetic overflows: not a usable weight")
 
 
 def _array(constants: dict, name: str) -> np.ndarray | None:
