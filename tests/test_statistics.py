@@ -207,3 +207,23 @@ def test_l2_scores_by_row_blocks_are_the_full_norms(monkeypatch):
         layer = ChannelLayer.with_batchnorm(filters, None, *stats, 1e-5)
         assert np.array_equal(selection._l2(layer, rng), expected)
         assert "folded_filters" not in layer.__dict__
+
+
+def test_a_folded_conv_is_the_same_function_under_any_batchnorm_statistics():
+    """Why a folded export's BN statistics cannot be recovered from its weights (issue 11):
+    for any running mean and variance, and any gamma and beta, a BN layer holding exactly
+    those numbers folds back to the same filters and bias. The weights single out none of
+    them; the pre-activation moments the methods need depend on the data reaching the layer."""
+    from onnx_lbyl.numerics.folding import ChannelLayer
+
+    rng = np.random.default_rng(5)
+    folded_w, folded_b = rng.standard_normal((6, 4, 3, 3)), rng.standard_normal(6)
+    for _ in range(3):
+        mean, var = rng.standard_normal(6) * 5, rng.random(6) * 10 + 0.01
+        gamma, beta, eps = rng.uniform(0.1, 3, 6) * rng.choice([-1, 1], 6), rng.standard_normal(6), 1e-5
+        sd = np.sqrt(var + eps)
+        raw_w = folded_w * (sd / gamma)[:, None, None, None]
+        raw_b = (folded_b - beta) * sd / gamma + mean
+        layer = ChannelLayer.with_batchnorm(raw_w, raw_b, gamma, beta, mean, var, eps)
+        np.testing.assert_allclose(layer.folded_filters, folded_w.reshape(6, -1), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(layer.folded_bias, folded_b, rtol=1e-12, atol=1e-12)
