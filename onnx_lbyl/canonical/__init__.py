@@ -42,7 +42,9 @@ __all__ = ["canonicalise", "fold_and_clean", "cancel_transposes", "fold_bias_add
 
 
 def canonicalise(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """A canonical copy of `model` and what was changed, one short line per kind of change."""
+    """A canonical copy of `model` and what was changed, one short line per kind of change;
+    `model` itself, and no lines, when nothing changed (a second copy of the weights would
+    serve nothing: callers only read it, or restore what they edit)."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
     work, log = fold_and_clean(work)
@@ -68,9 +70,7 @@ def canonicalise(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     _restore_interface(model, work)
     _restore_batchnorm(model, work)
     if _same_graph(model, work):
-        unchanged = onnx.ModelProto()
-        unchanged.CopyFrom(model)
-        return unchanged, []
+        return model, []
     return work, log
 
 
