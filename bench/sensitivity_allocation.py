@@ -46,10 +46,13 @@ DEV_CIFAR = ("mlcommons_tiny_resnet8_cifar10_bn", "mlcommons_tiny_resnet8_cifar1
 HELD_OUT = ("akamaster_resnet32_cifar10_bn", "akamaster_resnet32_cifar10_folded")
 # configuration -> (allocation, exponent of the sensitivity scale, rows of the drift batch:
 # sensitivity.SENSITIVITY_ROWS, share of its channels each unit keeps when pruned alone:
-# sensitivity.SENSITIVITY_KEPT)
-CONFIGS = {"error": ("error", None, 32, 0.5), "sensitivity-0.5": ("sensitivity", 0.5, 32, 0.5),
-           "sensitivity-1": ("sensitivity", 1.0, 32, 0.5), "sensitivity-1-rows256": ("sensitivity", 1.0, 256, 0.5),
-           "sensitivity-1-rows256-kept75": ("sensitivity", 1.0, 256, 0.75)}
+# sensitivity.SENSITIVITY_KEPT, BN models measured with the batch's statistics as running ones,
+# data-free: sensitivity.SENSITIVITY_BATCH_STATISTICS)
+CONFIGS = {"error": ("error", None, 32, 0.5, False), "sensitivity-0.5": ("sensitivity", 0.5, 32, 0.5, False),
+           "sensitivity-1": ("sensitivity", 1.0, 32, 0.5, False),
+           "sensitivity-1-rows256": ("sensitivity", 1.0, 256, 0.5, False),
+           "sensitivity-1-rows256-kept75": ("sensitivity", 1.0, 256, 0.75, False),
+           "sensitivity-1-rows256-bnbatch": ("sensitivity", 1.0, 256, 0.5, True)}
 # rows measured after a fix that changed every configuration; the other rows are from before it
 MEASURED_AFTER = {"sensitivity-1-rows256": ("development and held-out", "the probe kept its measured covariances "
                                             "(01eedda); with a corrected Schaefer-Strimmer shrinkage (25e2c30, since "
@@ -72,9 +75,10 @@ def tasks(part: str, configs: tuple[str, ...] = tuple(CONFIGS)) -> list[tuple[st
                                                  ("efficientnet_lite0_bn", True)) for c in configs]
         out += [(m, t, False, c) for m in DEV_CIFAR for t in (0.3, 0.5) for c in configs]
         return out
-    shipped = next(name for name, (allocation, exponent, rows, kept) in CONFIGS.items() if allocation == "sensitivity"
-                   and exponent == sensitivity.SENSITIVITY_EXPONENT and rows == sensitivity.SENSITIVITY_ROWS
-                   and kept == sensitivity.SENSITIVITY_KEPT)
+    shipped = next(name for name, (allocation, exponent, rows, kept, batch) in CONFIGS.items()
+                   if allocation == "sensitivity" and exponent == sensitivity.SENSITIVITY_EXPONENT
+                   and rows == sensitivity.SENSITIVITY_ROWS and kept == sensitivity.SENSITIVITY_KEPT
+                   and batch == sensitivity.SENSITIVITY_BATCH_STATISTICS)
     return [(m, t, False, c) for m in HELD_OUT for t in (0.3, 0.5, 0.6) for c in ("error", shipped)]
 
 
@@ -92,11 +96,12 @@ def _dataset(name: str) -> Dataset:
 def run(task: tuple[str, float, bool, str]) -> dict:
     """Compress and score one task; the JSON row."""
     model_name, target, calibrated, config = task
-    allocation, exponent, rows, kept = CONFIGS[config]
+    allocation, exponent, rows, kept, batch_statistics = CONFIGS[config]
     if exponent is not None:  # the sweep's knobs: the exponent the tool's scale uses, the drift rows, the share kept
         pipeline.scaled_curves = functools.partial(sensitivity.scaled_curves, exponent=exponent)
     pipeline.SENSITIVITY_ROWS = sensitivity.SENSITIVITY_ROWS = rows
     pipeline.SENSITIVITY_KEPT = sensitivity.SENSITIVITY_KEPT = kept
+    pipeline.SENSITIVITY_BATCH_STATISTICS = sensitivity.SENSITIVITY_BATCH_STATISTICS = batch_statistics
     name = "imagenet" if model_name.startswith("efficientnet") else "cifar10"
     data = _dataset(name)
     calibration = {"images": data.images[::2]} if calibrated else None
