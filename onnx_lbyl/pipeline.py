@@ -30,7 +30,7 @@ from .graph.layers import HANDLERS
 from .graph.external import Scratch, StagedModel, is_large, without_weights
 from .graph.io import check_input_model, load_model, save_atomic
 from .graph.sanity import check_model_sanity
-from .graph.probe import ProbedStatistics, batch_statistics, running_statistics_from
+from .graph.probe import ProbedStatistics
 from .graph.surgery import add_to_next_bias, apply_pruning, channel_layer, next_layer_weight
 from .numerics.compensation import LbylLambdas, fold_into_next_layer
 from .numerics.elimination import energy_weighted_view, greedy_output_elimination, removal_curve
@@ -44,8 +44,7 @@ from .group_pruning import group_curve, group_readers, group_shape, measure, pru
 from .groups import Group, analyse
 from .groups.graph import attach_shapes
 from .planning import ChainShape, GroupShape, allocate, kept_channels, kept_per_chain, layer_ratios, ratio_for_target_macs
-from .sensitivity import (SENSITIVITY_BATCH_STATISTICS, SENSITIVITY_KEPT, SENSITIVITY_ROWS, measure_sensitivity,
-                          scaled_curves, sensitivity_feeds)
+from .sensitivity import SENSITIVITY_KEPT, SENSITIVITY_ROWS, measure_sensitivity, scaled_curves
 from .report import CandidateReport, CompressionReport, LayerReport, SkippedReport
 from .sources import (GROUP_PROBE_IMAGES, GROUP_PROBE_MAX_VALUES, activation_moments, calibration_feeds,
                       fixed_batch, probe_chains, synthetic_feeds, validation_feeds)
@@ -149,7 +148,7 @@ def analyse_model(model: onnx.ModelProto, options: CompressOptions) -> Analysis:
     user_model, canonical_log = model, []
     if not is_large(model):  # a model over 2 GB is taken as it is (canonicalise copies it whole)
         # nothing changed: canonicalise returns `model` itself, and the one ModelProto serves as
-        # both (nothing below writes to either; the probe and the sensitivity restore what they edit)
+        # both (nothing below writes to either; the probe restores what it edits)
         model, canonical_log = canonicalise(model)
     graph, chains, groups, skipped, skipped_shapes = _find_units(model, options)
     skipped += [Skipped(layer, f"inside {where}, a body the analysis does not enter")
@@ -436,12 +435,7 @@ def _sensitivity_curves(model: onnx.ModelProto, shapes: list[GroupShape], curves
         return _export(graph, model, options)
 
     stage(f"measuring the output drift of {len(removed)} layer(s), each pruned alone")
-    batch = fixed_batch(model, options.input_shapes)
-    statistics = {}
-    if options.calibration is None and SENSITIVITY_BATCH_STATISTICS:
-        statistics = batch_statistics(model, sensitivity_feeds(feeds, batch))
-    with running_statistics_from(model, statistics):  # prune_alone's models inherit them
-        measured = measure_sensitivity(model, removed, prune_alone, feeds, batch)
+    measured = measure_sensitivity(model, removed, prune_alone, feeds, fixed_batch(model, options.input_shapes))
     return scaled_curves(curves, measured, removed)
 
 

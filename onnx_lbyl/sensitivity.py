@@ -32,13 +32,6 @@ SENSITIVITY_KEPT = 0.5  # each unit pruned alone to this share of its channels
 SENSITIVITY_ROWS = 256
 SENSITIVITY_MAX_VALUES = 1 << 23
 SENSITIVITY_EXPONENT = 1.0  # curve scale = (measured / predicted) ** this; 1 beat 0.5 on the development models
-# Data-free, the drift is measured on synthetic images, on which a BN model's running statistics
-# put every later layer off its real range (as in the probe, graph.probe.batch_statistics_bn).
-# True: both the unpruned and each pruned model run with the unpruned model's own statistics on
-# that batch as their BNs' running statistics, so the drift is measured where the activations
-# have the ranges the BNs record (the pruned model still meets the unpruned one's normalisation,
-# as at inference). False: the stored running statistics.
-SENSITIVITY_BATCH_STATISTICS = False
 
 
 def sensitivity_feeds(feeds: Mapping[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:

@@ -60,30 +60,3 @@ def test_a_model_with_a_fixed_batch_is_measured_on_whole_batches():
     report = compress(dynamic_model(batch=2), options).report
     assert report.plan.endswith("(allocated by error per MAC, scaled by measured output drift)")
     assert report.macs_after <= 0.7 * report.macs_before
-
-
-def test_batch_statistics_as_running_ones_reproduce_the_batch_statistics_model_and_are_undone():
-    """Data-free drift is measured with the synthetic batch's own BN statistics as the running
-    ones: the model then computes on that batch what the BN-by-batch-statistics probe computes,
-    and the model is as it was once the block ends."""
-    import onnx
-
-    from onnx_lbyl.graph.probe import batch_statistics, batch_statistics_bn, running_statistics_from
-    from onnx_lbyl.sources import synthetic_feeds
-    from onnx_lbyl.validate import run
-
-    model = onnx.load(str(SHIPPED))
-    before = model.SerializeToString()
-    feeds = synthetic_feeds(model, 0, rows=32)
-    statistics = batch_statistics(model, feeds)
-    assert len(statistics) == sum(n.op_type == "BatchNormalization" for n in model.graph.node) > 0
-    assert model.SerializeToString() == before
-    by_batch = onnx.ModelProto()
-    by_batch.CopyFrom(model)
-    batch_statistics_bn(by_batch)
-    expected = run(by_batch, feeds)[0]
-    with running_statistics_from(model, statistics):
-        frozen = run(model, feeds)[0]
-    np.testing.assert_allclose(frozen, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
-    assert not np.allclose(run(model, feeds)[0], expected, atol=1e-2)  # the stored statistics differ
-    assert model.SerializeToString() == before

@@ -221,15 +221,13 @@ def _as_probe(model: onnx.ModelProto, names: list[str], batch_statistics: bool):
             graph.node.extend(nodes.node)
 
 
-def batch_statistics_bn(model: onnx.ModelProto, tags: dict[str, str] | None = None) -> int:
+def batch_statistics_bn(model: onnx.ModelProto) -> int:
     """Rewrite, in place, every inference BatchNormalization as normalisation by the batch's own
     per-channel mean and variance, then gamma and beta: z = gamma (u - mean_b) / sqrt(var_b + eps)
     + beta. Why: synthetic images do not have the statistics of the data a model was trained on,
     and errors compound layer by layer; with this, every BN output of the probe has exactly the
     mean (beta) and variance (gamma^2) per channel that the model's BN says the real data have,
-    whatever the images, and only the correlations come from the images. Returns how many;
-    `tags`, when given, receives each rewritten BN's output name -> the prefix of its tensors
-    (prefix + "mean" and prefix + "var" hold the batch's statistics)."""
+    whatever the images, and only the correlations come from the images. Returns how many."""
     from .shapes import inferred_value_info  # ranks of the BN inputs, without the weights
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
@@ -250,8 +248,6 @@ def batch_statistics_bn(model: onnx.ModelProto, tags: dict[str, str] | None = No
         x, gamma, beta = node.input[0], node.input[1], node.input[2]
         eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
         tag = f"__lbyl_bn{count}_"
-        if tags is not None:
-            tags[node.output[0]] = tag
         axes_name = tag + "axes"
         shape_name = tag + "shape"
         made = []
@@ -333,54 +329,3 @@ def channel_rows(value: np.ndarray, axis: int = 1) -> np.ndarray:
     probe's own time on ImageNet-sized tensors."""
     moved = np.moveaxis(value, axis, 0)
     return np.array(moved, dtype=np.float64, order="C").reshape(moved.shape[0], -1)
-
-
-def batch_statistics(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-channel mean and variance of every BN's input on `feeds` (one onnxruntime run, all
-    rows one batch), each BN normalising by those statistics (batch_statistics_bn), keyed by
-    the BN's output name. With them as running statistics (running_statistics_from) the model
-    computes on `feeds` what the batch-statistics probe computes."""
-    tags: dict[str, str] = {}
-    with _as_probe(model, [], False):  # restores the nodes, outputs and initializers after
-        nodes = onnx.GraphProto()
-        nodes.node.extend(model.graph.node)
-        try:
-            batch_statistics_bn(model, tags)
-            names = [tag + part for tag in tags.values() for part in ("mean", "var")]
-            for name in names:
-                model.graph.output.append(onnx.ValueInfoProto(name=name))
-            quiet = ort.SessionOptions()
-            quiet.log_severity_level = 3
-            session = _open(model.SerializeToString(), quiet)
-        finally:
-            del model.graph.node[:]
-            model.graph.node.extend(nodes.node)
-    values = _finite(names, _run(session, names, feeds))
-    return {output: (values[2 * i].reshape(-1), values[2 * i + 1].reshape(-1)) for i, output in enumerate(tags)}
-
-
-@contextmanager
-def running_statistics_from(model: onnx.ModelProto, statistics: dict[str, tuple[np.ndarray, np.ndarray]]):
-    """`model` changed in place, while the block runs, so that each BN named in `statistics`
-    (by output) reads those mean and variance as its running statistics; restored after. The
-    new values are added initializers, so a shared or original one is never written."""
-    graph = model.graph
-    initializers = len(graph.initializer)
-    types = {t.name: t.data_type for t in graph.initializer}
-    changed = []
-    try:
-        for index, node in enumerate(graph.node):
-            if node.op_type != "BatchNormalization" or not node.output or node.output[0] not in statistics:
-                continue
-            mean, var = statistics[node.output[0]]
-            tag = f"__lbyl_running{index}_"
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(types.get(node.input[3], onnx.TensorProto.FLOAT))
-            graph.initializer.extend([onnx.numpy_helper.from_array(np.asarray(mean, dtype=dtype), tag + "mean"),
-                                      onnx.numpy_helper.from_array(np.asarray(var, dtype=dtype), tag + "var")])
-            changed.append((node, node.input[3], node.input[4]))
-            node.input[3], node.input[4] = tag + "mean", tag + "var"
-        yield model
-    finally:
-        for node, mean_name, var_name in changed:
-            node.input[3], node.input[4] = mean_name, var_name
-        del graph.initializer[initializers:]
