@@ -123,10 +123,11 @@ def _comma_list(choices: tuple[str, ...] | None = None):
               help="Optional unlabeled inputs (uint8 `images` get the model's preprocessing, or arrays named "
                    "like the model's inputs) on which the statistical methods measure the activations "
                    "instead of using BN statistics or synthetic input. A few hundred images suffice.")
-@click.option("--statistics", type=click.Choice(STATISTICS_SOURCES), default="auto", show_default=True,
+@click.option("--statistics", type=click.Choice(STATISTICS_SOURCES), default="probe", show_default=True,
               help="Where the statistical methods get pre-activation statistics without --calibration: "
-                   "batchnorm (the BN node's gamma/beta), probe (the model run on synthetic images), "
-                   "auto (BN where the chain has a BN node, else the probe).")
+                   "probe (the model run on synthetic images, every BN normalising by the batch's own "
+                   "statistics), batchnorm (the BN node's gamma/beta, correlations from the filters), "
+                   "auto (batchnorm where the chain has a BN node, else the probe).")
 @click.option("--calibration-fit", type=click.Choice(CALIBRATION_FITS), default="activations", show_default=True,
               help="With --calibration: activations (least squares on the measured activations) or "
                    "gaussian (only their mean and covariance, in the Gaussian model).")
@@ -175,7 +176,7 @@ def _comma_list(choices: tuple[str, ...] | None = None):
 @click.option("--verbose", is_flag=True, help=VERBOSE_HELP)
 def compress_command(input_path, output_path, ratio, method, criterion, seed, lambda1, lambda2,
                      inputs_path, report_path, quiet, benchmark, calibration_path=None, layer_ratio=(),
-                     exclude=(), target_macs=None, allow_approximate=(), round_to=DEFAULT_ROUND_TO, statistics="auto",
+                     exclude=(), target_macs=None, allow_approximate=(), round_to=DEFAULT_ROUND_TO, statistics="probe",
                      calibration_fit="activations", scope="groups", input_shape=(), allocation="sensitivity",
                      max_drift=None, verbose=False) -> None:
     """Remove the fraction RATIO of output channels of every prunable layer in IN.onnx,

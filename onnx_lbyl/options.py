@@ -32,9 +32,14 @@ class CompressOptions:
     criterion: which channels are removed (see numerics.selection.CRITERION_HELP).
     seed: seeds the random criterion and the data-free probe's synthetic images.
     lambda1, lambda2: LBYL's weights (numerics.compensation.LbylLambdas says what they mean).
-    statistics: where the statistical methods get pre-activation statistics: "batchnorm"
-        (the BN node's gamma/beta), "probe" (the unpruned model run on synthetic images it
-        picks itself, onnx_lbyl.synthetic), "auto" (BN where the chain has one, else probe).
+    statistics: where the statistical methods get pre-activation statistics without
+        calibration: "probe" (the default: the unpruned model run on synthetic images it picks
+        itself, onnx_lbyl.synthetic, with every BN normalising by the batch's own statistics, so
+        a BN model's pre-activations keep the means and variances its BNs record while their
+        correlations are measured), "batchnorm" (the BN node's gamma/beta, correlations from the
+        folded filters as if each conv's input were white), "auto" (batchnorm where the chain
+        has a BN node, else probe; the default before the probe was measured against it on the
+        development models, bench/results/chain_statistics.md).
     validation_batch: rows of the validation batch when the batch axis is dynamic; None: as many
         as sources.validation_feeds fits in a bounded size (8 to 64 samples).
     max_drift: if set, the largest relative L2 drift of an output on the validation batch that is
@@ -87,7 +92,7 @@ class CompressOptions:
     lambda2: float = DEFAULT_LAMBDAS.lambda2
     validation_batch: int | None = None
     max_drift: float | None = None
-    statistics: str = "auto"
+    statistics: str = "probe"
     layer_ratios: tuple[tuple[str, float], ...] = ()
     exclude: tuple[str, ...] = ()
     target_macs: float | None = None

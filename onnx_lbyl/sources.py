@@ -15,7 +15,7 @@ import onnx
 from .arrays import check_feeds, check_real, read_npz
 from .errors import InputError, first_line
 from .graph.chains import Chain
-from .graph.external import Scratch
+from .graph.external import Scratch, is_large
 from .graph.layers import HANDLERS
 from .graph.probe import ProbedStatistics, classifier_scores, probe_statistics
 from .numerics.folding import ChannelLayer
@@ -56,14 +56,20 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
         return {}
     if options.calibration is not None:
         return probe_statistics(model, chains, calibration_feeds(model, options.calibration), scratch=scratch)
-    wanted = [c for c in chains if options.statistics == "probe" or (options.statistics == "auto" and c.batchnorm is None)]
+    # a model over 2 GB takes its BN statistics where it has them (as "auto"): probing it would
+    # mean onnxruntime holding a second copy of its weights while it runs on synthetic images
+    statistics = "auto" if options.statistics == "probe" and is_large(model) else options.statistics
+    wanted = [c for c in chains if statistics == "probe" or (statistics == "auto" and c.batchnorm is None)]
     if not wanted:
         return {}
     dense = [SAMPLES_PER_CHANNEL * HANDLERS[c.producer.op].out_channels(c.producer)
              for c in wanted if c.producer.op in ("Gemm", "MatMul")]
     feeds = synthetic_feeds(model, options.seed, scratch, rows=max(dense, default=PROBE_BATCH),
                             shapes=options.input_shapes)
-    return probe_statistics(model, wanted, feeds, batch=PROBE_BATCH, scratch=scratch)
+    # every BN normalises by the synthetic batch's own statistics, as for groups: each BN output
+    # then has the mean and variance the model records for real data, and only the correlations
+    # come from the images (bench/results/chain_statistics.md; no BN, nothing changes)
+    return probe_statistics(model, wanted, feeds, batch=PROBE_BATCH, scratch=scratch, batch_statistics=True)
 
 
 def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None = None,

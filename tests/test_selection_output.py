@@ -147,15 +147,17 @@ def test_statistics_source_and_calibration_fit_from_the_command_line(tmp_path):
     np.savez(data, images=rng.integers(0, 256, (20, 3, 6, 6), dtype=np.uint8))
     weights = {}
     for name, extra in (("bn", ["--statistics", "batchnorm"]), ("probe", ["--statistics", "probe"]),
+                        ("auto", ["--statistics", "auto"]),
                         ("gaussian", ["--calibration", str(data), "--calibration-fit", "gaussian"])):
         out = tmp_path / f"{name}.onnx"
         assert main([str(source), str(out), "--ratio", "0.5", "--method", "moments", "-q", *extra]) == 0
         pruned = onnx.load(out)
         options = json.loads({p.key: p.value for p in pruned.metadata_props}["onnx_lbyl.options"])
-        assert options["statistics"] == (extra[1] if extra[0] == "--statistics" else "auto")
+        assert options["statistics"] == (extra[1] if extra[0] == "--statistics" else "probe")
         assert options["calibration_fit"] == ("gaussian" if name == "gaussian" else "activations")
         weights[name] = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}["w2"]
     assert not np.allclose(weights["bn"], weights["probe"])
+    np.testing.assert_array_equal(weights["auto"], weights["bn"])  # a chain with a BN node: its statistics
     assert main([str(source), str(tmp_path / "x.onnx"), "--statistics", "guess"]) == 2
 
 

@@ -90,16 +90,20 @@ def probe_statistics(
     feeds: dict[str, np.ndarray],
     batch: int = 64,
     scratch: Scratch | None = None,
+    batch_statistics: bool = False,
 ) -> dict[str, ProbedStatistics]:
     """Per chain (keyed by chain.name): the statistics of its Relu input and output, measured
     on `feeds` with the unpruned `model`, `batch` rows per onnxruntime call (all inputs must
     share the first axis; a model whose batch axis is fixed gets batches of that size, and a
-    final shorter remainder is not used).
+    final shorter remainder is not used). `batch_statistics`: every BN normalises each call's
+    batch by its own statistics (batch_statistics_bn), for synthetic input.
 
     A large model (graph.external) needs `scratch`: it is run from a copy written there with
     external data, since protobuf cannot serialise it."""
     names = [chain.activation.inputs[0].name for chain in chains] + [chain.activation.outputs[0].name for chain in chains]
-    session = _open(_probe_model(model, names, scratch))
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = 3  # the running statistics a rewritten BN no longer reads are unused
+    session = _open(_probe_model(model, names, scratch, batch_statistics), quiet)
     pre = [_Accumulator() for _ in chains]
     post = [_Accumulator() for _ in chains]
     parts = _batches(session, feeds, batch)
@@ -233,8 +237,9 @@ def batch_statistics_bn(model: onnx.ModelProto) -> int:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
     try:
         inferred = inferred_value_info(model)
-        ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in list(inferred.value_info) + list(inferred.input)
-                 if i.type.tensor_type.HasField("shape")}
+        infos = list(inferred.value_info) + list(inferred.input)
+        ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in infos if i.type.tensor_type.HasField("shape")}
+        types = {i.name: i.type.tensor_type.elem_type for i in infos}
     except Exception:  # without shapes, no BN is rewritten: the probe stays as it was
         return 0
     nodes, count = [], 0
@@ -259,7 +264,7 @@ def batch_statistics_bn(model: onnx.ModelProto) -> int:
                 made.append(onnx.helper.make_node("ReduceMean", [src], [dst], axes=axes, keepdims=1))
 
         constants = [onnx.numpy_helper.from_array(np.asarray([1, -1] + [1] * (rank - 2), dtype=np.int64), shape_name),
-                     onnx.numpy_helper.from_array(np.asarray(eps, dtype=np.float32), tag + "eps")]
+                     onnx.numpy_helper.from_array(np.asarray(eps, dtype=_numpy_type(types.get(x))), tag + "eps")]
         if opset >= 18:
             constants.append(onnx.numpy_helper.from_array(np.asarray(axes, dtype=np.int64), axes_name))
         model.graph.initializer.extend(constants)
@@ -278,6 +283,15 @@ def batch_statistics_bn(model: onnx.ModelProto) -> int:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return count
+
+
+def _numpy_type(elem_type: int | None):
+    """The numpy type of an ONNX element type (float32 when unknown): the constants added
+    beside a BN must have its input's type (an fp16 model's Add takes no float32 epsilon)."""
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else np.float32
+    except (KeyError, TypeError, ValueError):
+        return np.float32
 
 
 @dataclass(frozen=True)
