@@ -133,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime, 1),
     }
+    if args.merge and (out / "budget_accuracy.json").is_file():
+        earlier = json.loads((out / "budget_accuracy.json").read_text())
+        redone = {(r["model"], r["config"], r["target"], r["calibrated"]) for r in rows}
+        kept = [r for r in earlier["rows"] if (r["model"], r["config"], r["target"], r["calibrated"]) not in redone]
+        data["rows"] = kept + rows
+        data["kept_rows_from"] = earlier.get("kept_rows_from") or {
+            key: earlier.get(key) for key in ("git", "created", "seconds", "cpu_seconds", "machine")}
+        data["kept_rows_from"]["models"] = sorted({r["model"] for r in kept})
     (out / "budget_accuracy.json").write_text(json.dumps(data, indent=2) + "\n")
     text = markdown(data)
     (out / "budget_accuracy.md").write_text(text + "\n")
@@ -148,8 +156,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shared", default=str(DEFAULT_SHARED),
                    help="folder with models/*.onnx and data/*.npz (default: ../shared beside the repository)")
-    p.add_argument("--only", choices=("all", "imagenet", "cifar", "curve"), default="all",
-                   help="run one part only (default: all); a partial run overwrites the results too")
+    p.add_argument("--only", choices=("all", "imagenet", "cifar", "curve", "resnets"), default="all",
+                   help="run one part only (default: all; resnets = cifar and curve); a partial run overwrites "
+                        "the results too, unless --merge")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of the existing budget_accuracy.json that this run does not redo "
+                        "(the header then names the run they come from)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--jobs", "-j", type=int, default=2,
                    help="worker processes, each with one onnxruntime thread (default 2; 1 runs in this process)")
@@ -178,8 +190,8 @@ def make_tasks(only: str) -> list[Task]:
     stay busy to the end), then the ResNets."""
     tasks: list[Task] = []
     imagenet = only in ("all", "imagenet")
-    cifar = only in ("all", "cifar")
-    curve = only in ("all", "curve")
+    cifar = only in ("all", "cifar", "resnets")
+    curve = only in ("all", "curve", "resnets")
     models = (EFFICIENTNET if imagenet else ()) + (RESNETS if cifar else ((CURVE_MODEL,) if curve else ()))
     tasks += [Task(m, None) for m in models]
     if imagenet:
@@ -460,6 +472,17 @@ def goal_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def kept_rows_line(data: dict) -> list[str]:
+    """With --merge: which rows this run did not redo, and the run they come from."""
+    kept = data.get("kept_rows_from")
+    if not kept:
+        return []
+    commit = (kept.get("git") or {}).get("commit", "?")[:10]
+    return ["", f"This run redid the {data['options']['only']} part only; the rows of "
+                f"{', '.join(kept['models'])} are from the run of {kept.get('created')} at commit {commit} "
+                f"({kept.get('seconds', 0):.0f} s), which the change between the two does not affect."]
+
+
 def markdown(data: dict) -> str:
     rows = data["rows"]
     git = data.get("git")
@@ -474,6 +497,7 @@ def markdown(data: dict) -> str:
         f"onnxruntime thread each, on {m['cpus']} CPU(s) ({m['processor']}, {m['platform']}; Python {m['python']}, "
         f"onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, numpy {m['numpy']}) shared with other work, so the "
         "seconds are wall times under load.",
+        *kept_rows_line(data),
         "",
         f"Protocol: {data['protocol']}",
         "",
