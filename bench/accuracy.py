@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     data["cpu_seconds"] = round(own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime, 1)
     seconds, cpu_seconds = data["seconds"], data["cpu_seconds"]
-    if args.only:
+    if args.only or args.merge:
         data = merge_into(json.loads((out / "accuracy.json").read_text()), data)
 
     (out / "accuracy.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -184,6 +184,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--update-readme", action="store_true",
                    help="then regenerate the README section (bench/update_readme.py) from the new results")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-setting progress lines")
+    p.add_argument("--merge", action="store_true",
+                   help="merge the rows of these --models and --methods into OUT/accuracy.json, replacing earlier "
+                        "rows of those methods on those models; the rest of it is kept")
     p.add_argument("--render", action="store_true",
                    help="run nothing: rewrite OUT/accuracy.md and the plots from OUT/accuracy.json")
     p.add_argument("--only", choices=[PEER],
@@ -524,6 +527,12 @@ def markdown(data: dict) -> str:
                           "(`python bench/accuracy.py --only onnxsim [--models ...]`): "
                       + "; ".join(f"{', '.join(m.get('models', ['all']))} at {_commit(m)}{m['created']}, "
                                   f"{m['seconds']:.0f} s" for m in merged) + "."]
+    ours = [m for m in data.get("merged", []) if not set(m["methods"]) & set(tables.PEER_METHODS)]
+    if ours:
+        parts += ["", "Rows re-run on their own and merged into this run's JSON (`python bench/accuracy.py --merge "
+                      "--models ... --methods ...`), after a change that affects only them: "
+                  + "; ".join(f"{', '.join(m['methods'])} on {', '.join(m.get('models', ['all']))} at "
+                              f"{_commit(m)}{m['created']}, {m['seconds']:.0f} s" for m in ours) + "."]
     skipped = tables.not_run_lines(data)
     if skipped:
         parts += ["", "## Not pruned", "", *skipped]
