@@ -409,7 +409,8 @@ def merge_into(existing: dict, new: dict) -> dict:
             sys.exit(f"accuracy.py: {model['name']} is not the file {existing.get('created')} measured")
         model["results"] = [r for r in model["results"] if r["method"] not in methods] + got["results"]
     existing["peer_protocol"] = new["peer_protocol"]
-    existing["options"]["methods"] = [m for m in existing["options"]["methods"] if m not in methods] + methods
+    # the table's row order is this list's: methods it already has keep their place
+    existing["options"]["methods"] += [m for m in methods if m not in existing["options"]["methods"]]
     names = sorted(fresh)
     existing["merged"] = [r for r in existing.get("merged", []) if r["methods"] != methods
                           or not set(r.get("models", [])) <= set(names)] + [
