@@ -18,7 +18,7 @@ What it measures (issues 10 and 11):
 3. ResNet-32 (bn): top-1 against the MACs kept for the four configurations at targets
    0.1 to 0.6 (bench/results/budget_accuracy_<model>.png).
 
-Every other setting is the CompressOptions default (method moments-greedy, statistics auto,
+Every other setting is the CompressOptions default (method moments-greedy, statistics probe,
 seed 0). Compression goes through onnx_lbyl.compress and scoring through
 onnx_lbyl.evaluate.evaluate, the code `onnx-lbyl` and `onnx-lbyl eval` run. A row that the
 tool refuses (NothingToPruneError, InputError such as an unreachable target) is recorded
@@ -81,7 +81,7 @@ IMAGENET_TARGET = 0.25
 CIFAR_TARGETS = (0.5, 0.3)
 CURVE_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 PROTOCOL = ("target_macs as listed (the fraction of MACs removed); scope and allocation as listed; every other "
-            "compression setting is the CompressOptions default (moments-greedy, statistics auto, seed 0); no "
+            "compression setting is the CompressOptions default (moments-greedy, statistics probe (auto before 517290b: the same for models without chains, such as EfficientNet-Lite0), seed 0); no "
             "fine-tuning. Data-free rows use no data. Calibrated rows (ImageNet only) calibrate on the 250 "
             "even-indexed images of imagenet_sample500_test (no labels) and are scored on the 250 odd-indexed "
             "ones. CIFAR rows are scored on the full 10,000-image test set. Preprocessing from each model's "
