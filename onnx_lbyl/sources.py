@@ -35,6 +35,7 @@ PROBE_POOL_VALUES = 1 << 22  # ... fewer for large images (at most this many num
 # input stays within PROBE_MAX_VALUES numbers (LeNet-300-100: 1,200 images of 28x28).
 SAMPLES_PER_CHANNEL = 4
 PROBE_MAX_VALUES = 1 << 21
+PROBE_CALL_MAX_VALUES = 1 << 21  # input numbers per chain-probe call (probe_call_rows): 8 images of 224x224
 # Channel groups are measured on more images: their reads include late layers of few positions
 # and global pooling (one sample per image) for covariances of a thousand channels, which
 # graph.probe reduces to their diagonal while they have fewer samples than channels. Chosen on
@@ -69,7 +70,19 @@ def probe_chains(model: onnx.ModelProto, chains: list[Chain], options: CompressO
     # every BN normalises by the synthetic batch's own statistics, as for groups: each BN output
     # then has the mean and variance the model records for real data, and only the correlations
     # come from the images (bench/results/chain_statistics.md; no BN, nothing changes)
-    return probe_statistics(model, wanted, feeds, batch=PROBE_BATCH, scratch=scratch, batch_statistics=True)
+    return probe_statistics(model, wanted, feeds, batch=probe_call_rows(feeds), scratch=scratch, batch_statistics=True)
+
+
+def probe_call_rows(feeds: dict[str, np.ndarray]) -> int:
+    """Rows per onnxruntime call of the chain probe: PROBE_BATCH, halved while a call's input
+    would exceed PROBE_CALL_MAX_VALUES numbers. Every probed tensor of a call is held at once
+    (on ResNet-50, 32 images of 224x224 return 700 MB of them); small inputs keep the whole
+    batch, and with it the batch the BNs normalise by."""
+    values = max((int(np.prod(np.shape(v)[1:])) for v in feeds.values()), default=1)
+    rows = PROBE_BATCH
+    while rows > 1 and rows * values > PROBE_CALL_MAX_VALUES:
+        rows //= 2
+    return rows
 
 
 def synthetic_feeds(model: onnx.ModelProto, seed: int, scratch: Scratch | None = None,

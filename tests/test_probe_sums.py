@@ -67,3 +67,14 @@ def test_in_place_symmetric_update_is_the_sum():
     left, right = np.hstack([beta, half]), np.hstack([half, beta])
     want = target + left @ right.T
     np.testing.assert_allclose(_add_product(target.copy(), left, right), want, rtol=1e-13)
+
+
+def test_chain_probe_calls_hold_fewer_rows_for_large_inputs():
+    """The chain probe keeps the whole batch of small images in one call (the batch its BNs
+    normalise by) and halves it for large ones, whose probed tensors would not fit."""
+    from onnx_lbyl.sources import PROBE_BATCH, PROBE_CALL_MAX_VALUES, probe_call_rows
+
+    assert probe_call_rows({"x": np.zeros((1, 3, 32, 32), np.float32)}) == PROBE_BATCH
+    rows = probe_call_rows({"x": np.zeros((1, 3, 224, 224), np.float32)})
+    assert rows == 8 and rows * 3 * 224 * 224 <= PROBE_CALL_MAX_VALUES < 2 * rows * 3 * 224 * 224
+    assert probe_call_rows({"x": np.zeros((1, 3, 4096, 4096), np.float32)}) == 1
