@@ -6,6 +6,7 @@ BatchNormalization node is present.
 """
 from __future__ import annotations
 
+import ctypes
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -114,12 +115,25 @@ def probe_statistics(
     if not parts:
         rows = min(int(np.shape(v)[0]) for v in feeds.values())
         raise InputError(f"no complete batch of the model's fixed size in the probe data ({rows} rows)")
+    del session, parts
+    release_freed_memory()
     result = {}
     for chain, zs, acts in zip(chains, pre, post):
         mean, cov = zs.moments()
         a_mean, a_cov = acts.moments()
         result[chain.name] = ProbedStatistics(GaussianMoments(mean, cov), a_mean, a_cov)
     return result
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages a probe freed back to the operating system (glibc's malloc_trim).
+    onnxruntime's buffers and the probed tensors are freed when a probe ends, but glibc keeps
+    their pages, so the next stage's peak would start from this one's (on ResNet-50 the chain
+    probe left 1059 MB resident, 665 MB above where it started). A no-op without glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 SCORING_BATCH = 8  # rows per call when scoring candidates: an inference model scores each row alone, and
@@ -134,6 +148,8 @@ def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batc
     session = _open(_probe_model(model, [], scratch))
     name = session.get_outputs()[0].name
     parts = [_run(session, [name], part)[0] for part in _batches(session, feeds, batch)]
+    del session
+    release_freed_memory()
     if not parts:
         return None
     scores = np.concatenate(parts)
@@ -334,6 +350,8 @@ def probe_tensors(
                 acc.add(channel_rows(value, axis=2), scratch=True)
             else:
                 acc.add(channel_rows(value, axis=request.axis), scratch=True)
+    del session, parts
+    release_freed_memory()
     return {request.name: acc.moments() for request, acc in zip(unique, sums)}
 
 
