@@ -76,7 +76,7 @@ def test_relu_second_moments_by_row_blocks_equal_the_whole_matrix(monkeypatch):
     moments = GaussianMoments(rng.standard_normal(9), cov)
     monkeypatch.setattr(statistics, "PAIR_BLOCK", 1 << 30)
     whole = relu_second_moments(moments)
-    for block in (1, 9, 20):  # one row, one row of 9 pairs, two rows
+    for block in (1, 20, 40):  # pairs per block, 9 a row: one row, two rows, four rows (the last block short)
         monkeypatch.setattr(statistics, "PAIR_BLOCK", block)
         assert np.array_equal(relu_second_moments(moments), whole)
 
