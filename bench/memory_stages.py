@@ -21,11 +21,11 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import onnx_lbyl.graph.probe as probe  # noqa: E402
 import onnx_lbyl.pipeline as pipeline  # noqa: E402
 import onnx_lbyl.sources as sources  # noqa: E402
 from onnx_lbyl import CompressOptions, compress  # noqa: E402
 from onnx_lbyl.graph.io import save_atomic  # noqa: E402
+from speed import proc_status_mb  # noqa: E402  (bench/speed.py: /proc/self/status in MB)
 
 # (module, function) pairs timed, in the modules that call them
 STAGES = [
@@ -35,28 +35,20 @@ STAGES = [
 ]
 
 
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _wrap(module, name: str, depth: list[int]) -> None:
     inner = getattr(module, name)
 
     def timed(*args, **kwargs):
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")  # reset VmHWM to the current RSS
-        start, started = _status_mb("VmRSS"), time.perf_counter()
+        start, started = proc_status_mb("VmRSS"), time.perf_counter()
         depth[0] += 1
         try:
             return inner(*args, **kwargs)
         finally:
             depth[0] -= 1
             print(f"{'  ' * depth[0]}{module.__name__.split('.')[-1] + '.' + name:<32} start {start:6.0f} MB  "
-                  f"peak {_status_mb('VmHWM'):6.0f} MB  end {_status_mb('VmRSS'):6.0f} MB  "
+                  f"peak {proc_status_mb('VmHWM'):6.0f} MB  end {proc_status_mb('VmRSS'):6.0f} MB  "
                   f"{time.perf_counter() - started:6.1f} s", flush=True)
 
     setattr(module, name, timed)
@@ -81,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         save_atomic(compress(str(path), CompressOptions(ratio=args.ratio)).model, str(Path(folder) / "out.onnx"))
     print(f"total {time.perf_counter() - started:.1f} s; peak of the run: see the largest 'peak' above "
-          f"(each stage resets it); RSS now {_status_mb('VmRSS'):.0f} MB")
+          f"(each stage resets it); RSS now {proc_status_mb('VmRSS'):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ GOAL = 3.0
 SLOW = 30.0  # a compression slower than this is not repeated (the whole run stays short)
 
 
-def _proc_status_mb(key: str) -> float:
+def proc_status_mb(key: str) -> float:
     """A memory field of this process's /proc/self/status (Linux), in MB; NaN elsewhere."""
     with open("/proc/self/status") as handle:
         for line in handle:
@@ -54,12 +54,12 @@ def _proc_status_mb(key: str) -> float:
 
 def _vm_hwm_mb() -> float:
     """Peak resident set size of this process so far."""
-    return _proc_status_mb("VmHWM")
+    return proc_status_mb("VmHWM")
 
 
 def _vm_rss_mb() -> float:
     """Resident set size of this process now."""
-    return _proc_status_mb("VmRSS")
+    return proc_status_mb("VmRSS")
 
 
 def child(mode: str, path: str, out: str, ratio: float) -> dict:

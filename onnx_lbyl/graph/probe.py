@@ -102,9 +102,7 @@ def probe_statistics(
     A large model (graph.external) needs `scratch`: it is run from a copy written there with
     external data, since protobuf cannot serialise it."""
     names = [chain.activation.inputs[0].name for chain in chains] + [chain.activation.outputs[0].name for chain in chains]
-    quiet = ort.SessionOptions()
-    quiet.log_severity_level = 3  # the running statistics a rewritten BN no longer reads are unused
-    session = _open(_probe_model(model, names, scratch, batch_statistics), quiet)
+    session = _open(_probe_model(model, names, scratch, batch_statistics))
     pre = [_Accumulator() for _ in chains]
     post = [_Accumulator() for _ in chains]
     parts = _batches(session, feeds, batch)
@@ -158,13 +156,15 @@ def classifier_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batc
     return scores.reshape(scores.shape[0], -1)
 
 
-def _open(data: bytes | str, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+def _open(data: bytes | str) -> ort.InferenceSession:
     """An onnxruntime session of the (unpruned) model the probe runs: a model onnxruntime cannot
     load (an operator or type it has no kernel for, say) is the input's problem, exit 2.
     Without onnxruntime's memory arena: a probe asks for most tensors as outputs, and the
-    arena keeps its largest run's buffers until the session closes."""
-    options = options or ort.SessionOptions()
+    arena keeps its largest run's buffers until the session closes. Errors only in its log: a
+    BN rewritten to batch statistics leaves its running statistics unused, which it warns of."""
+    options = ort.SessionOptions()
     options.enable_cpu_mem_arena = False
+    options.log_severity_level = 3
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -335,9 +335,7 @@ def probe_tensors(
     `batch_statistics`, BN normalises each call's batch by its own statistics)."""
     unique = list({r.name: r for r in requests}.values())
     names = [r.name for r in unique]
-    quiet = ort.SessionOptions()
-    quiet.log_severity_level = 3  # the running statistics a rewritten BN no longer reads are unused
-    session = _open(_probe_model(model, names, scratch, batch_statistics), quiet)
+    session = _open(_probe_model(model, names, scratch, batch_statistics))
     sums = [_DiagonalWhenShortAccumulator() for _ in unique]
     parts = _batches(session, feeds, batch)
     if not parts:
